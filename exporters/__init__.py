@@ -1,0 +1,1 @@
+"""parakeet-coreml: NeMo Parakeet-TDT to Core ML exporters."""

@@ -1,0 +1,112 @@
+"""`parakeet-coreml`: the command-line entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+# coremltools draws progress bars per conversion pass; tqdm reads this only when first imported.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from exporters.checkpoints import DEFAULT_HF_ID  # noqa: E402
+from exporters.errors import UserError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Export Parakeet-TDT (NeMo) to Core ML packages and check them against NeMo.")
+console = Console(stderr=True)
+ALL_COMPONENTS = "all"
+
+
+@app.callback()
+def root() -> None:
+    """Export Parakeet-TDT (NeMo) to Core ML packages and check them against NeMo."""
+
+
+def quiet_libraries() -> None:
+    """NeMo and coremltools log and warn on every import and conversion; keep errors only."""
+    warnings.filterwarnings("ignore")
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(logging.ERROR)
+    for name in ("coremltools", "nemo_logger", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def parse_components(value: str) -> tuple[str, ...]:
+    from exporters.components import COMPONENTS
+
+    if value == ALL_COMPONENTS:
+        return tuple(COMPONENTS)
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@app.command()
+def convert(
+    model: str = typer.Option(DEFAULT_HF_ID, help="Hugging Face id, path to a .nemo file, 'tiny' or 'full-random'."),
+    output_dir: Path = typer.Option(..., help="Directory for the .mlpackage files, tokenizer and metadata.json."),
+    precision: str = typer.Option("fp32", help="Compute precision: fp32 or fp16 (I/O stays fp32/int32)."),
+    components: str = typer.Option(ALL_COMPONENTS, help="Comma-separated components, or 'all'."),
+    compute_units: str = typer.Option("auto", help="Recommended runtime compute units recorded per package "
+                                                   "(auto: CPU_AND_GPU for waveform input, ALL otherwise)."),
+    author: Optional[str] = typer.Option(None, help="Author recorded in metadata.json (default: git user)."),
+) -> None:
+    """Export the components of a Parakeet-TDT model for a fixed 15 s window."""
+    try:
+        run_convert(model, output_dir, precision, parse_components(components), compute_units, author)
+    except UserError as error:
+        fail(str(error))
+
+
+def run_convert(model_source: str, output_dir: Path, precision: str, components: tuple[str, ...],
+                compute_units: str, author: str | None) -> None:
+    from exporters.export import ExportSettings, export_packages
+
+    settings = ExportSettings(precision, components, compute_units, author)
+    settings.validate()
+    quiet_libraries()
+    from exporters.checkpoints import load_model
+    from exporters.contract import contract_for_model
+    from exporters.metadata import weights_sha256
+
+    with console.status(f"loading {model_source}"):
+        model = load_model(model_source)
+    contract = contract_for_model(model)
+    console.print(f"loaded {model_source}: V={contract.model.vocab_size} D={contract.model.d_model} "
+                  f"window {contract.window_samples} samples → {contract.mel_frames} mel → "
+                  f"{contract.encoder_frames} encoder frames", highlight=False)
+
+    def on_progress(name, result) -> None:
+        if result is None:
+            console.print(f"exporting {name} ({precision})…", highlight=False)
+        else:
+            console.print(f"  {result.package}  {result.size_bytes / 1e6:.1f} MB  {result.seconds:.1f} s",
+                          highlight=False)
+
+    results = export_packages(model, contract, model_source, weights_sha256(model), output_dir, settings,
+                              on_progress)
+    table = Table(title=f"exported to {output_dir}")
+    for column in ("component", "precision", "size (MB)", "seconds", "compute units"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.component, r.precision, f"{r.size_bytes / 1e6:.2f}", f"{r.seconds:.1f}", r.compute_units)
+    Console().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

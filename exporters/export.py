@@ -1,0 +1,171 @@
+"""Trace each component's wrapper, convert it to an mlprogram and publish the set atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from exporters.components import COMPONENTS
+from exporters.contract import ComponentContract, Contract
+from exporters.errors import UserError
+from exporters.example_inputs import example_inputs, numpy_dtype
+from exporters.metadata import build_metadata, default_author, write_metadata
+
+PRECISIONS = ("fp32", "fp16")
+COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
+AUTO_COMPUTE_UNITS = "auto"
+# The Neural Engine rejects tensor dimensions over 16384; waveform inputs are 240000 samples long.
+WAVEFORM_COMPUTE_UNITS = "CPU_AND_GPU"
+DEFAULT_COMPUTE_UNITS = "ALL"
+TOKENIZER_FILE = "tokenizer.model"
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    precision: str = "fp32"
+    components: tuple[str, ...] = tuple(COMPONENTS)
+    compute_units: str = AUTO_COMPUTE_UNITS
+    author: str | None = None
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        unknown = [name for name in self.components if name not in COMPONENTS]
+        if unknown or not self.components:
+            raise UserError(f"unknown component {', '.join(unknown) or '(none given)'}; "
+                            f"choose from {', '.join(COMPONENTS)}")
+        if self.compute_units not in (AUTO_COMPUTE_UNITS, *COMPUTE_UNITS):
+            raise UserError(f"unknown compute units {self.compute_units!r}; "
+                            f"choose one of {', '.join((AUTO_COMPUTE_UNITS, *COMPUTE_UNITS))}")
+
+    def recommended_compute_units(self, component: ComponentContract) -> str:
+        if self.compute_units != AUTO_COMPUTE_UNITS:
+            return self.compute_units
+        return WAVEFORM_COMPUTE_UNITS if component.waveform_input else DEFAULT_COMPUTE_UNITS
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    component: str
+    package: str
+    precision: str
+    seconds: float
+    size_bytes: int
+    compute_units: str
+
+
+def trace(model, contract: Contract, name: str) -> torch.jit.ScriptModule:
+    """Trace a component's wrapper on the contract's example inputs (fixed 15 s shapes)."""
+    wrapper = COMPONENTS[name].wrap(model, contract).eval()
+    example = tuple(torch.from_numpy(value).clone() for value in example_inputs(contract[name]).values())
+    with torch.no_grad():
+        return torch.jit.trace(wrapper, example, check_trace=False)
+
+
+def convert(traced: torch.jit.ScriptModule, component: ComponentContract, precision: str,
+            keep_fp32: Callable | None = None):
+    """ct.convert with the contract's names, shapes and dtypes; I/O stays fp32/int32 at any precision."""
+    import coremltools as ct
+
+    compute_precision = ct.precision.FLOAT32
+    if precision == "fp16":
+        compute_precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: not keep_fp32(op)) \
+            if keep_fp32 else ct.precision.FLOAT16
+    mlmodel = ct.convert(
+        traced,
+        inputs=[ct.TensorType(name=s.name, shape=s.shape, dtype=numpy_dtype(s)) for s in component.inputs],
+        outputs=[ct.TensorType(name=s.name, dtype=numpy_dtype(s)) for s in component.outputs],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS17,
+        compute_precision=compute_precision,
+        skip_model_load=True,
+    )
+    for spec in (*component.inputs, *component.outputs):
+        target = mlmodel.input_description if spec in component.inputs else mlmodel.output_description
+        target[spec.name] = f"{spec.description} {list(spec.shape)} {spec.dtype}"
+    mlmodel.short_description = f"Parakeet-TDT {component.name} ({precision})"
+    return mlmodel
+
+
+def export_component(model, contract: Contract, name: str, settings: ExportSettings,
+                     directory: Path) -> ExportResult:
+    """Trace, convert and save one component into directory."""
+    started = time.perf_counter()
+    component = contract[name]
+    traced = trace(model, contract, name)
+    mlmodel = convert(traced, component, settings.precision, COMPONENTS[name].keep_fp32)
+    if settings.author:
+        mlmodel.author = settings.author
+    path = directory / component.package_name
+    mlmodel.save(str(path))
+    return ExportResult(name, component.package_name, settings.precision, time.perf_counter() - started,
+                        directory_size(path), settings.recommended_compute_units(component))
+
+
+def directory_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def export_packages(model, contract: Contract, source: str, model_checksum: str, output_dir: Path,
+                    settings: ExportSettings,
+                    on_progress: Callable[[str, ExportResult | None], None] = lambda name, result: None
+                    ) -> list[ExportResult]:
+    """Export the selected components, tokenizer and metadata.json; publish only if all succeed."""
+    settings.validate()
+    output_dir = Path(output_dir)
+    staging = make_staging_dir(output_dir)
+    try:
+        results = []
+        for name in settings.components:
+            on_progress(name, None)
+            results.append(export_component(model, contract, name, settings, staging))
+            on_progress(name, results[-1])
+        (staging / TOKENIZER_FILE).write_bytes(model.tokenizer.tokenizer.serialized_model_proto())
+        write_metadata(staging, build_metadata(
+            contract=contract, source=source, model_checksum=model_checksum,
+            precision=settings.precision, tokenizer_file=TOKENIZER_FILE,
+            packages={r.component: package_entry(r, contract) for r in results},
+            author=settings.author or default_author(),
+        ))
+        publish(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return results
+
+
+def package_entry(result: ExportResult, contract: Contract) -> dict:
+    return {"file": result.package, "size_bytes": result.size_bytes, "export_seconds": round(result.seconds, 3),
+            "recommended_compute_units": result.compute_units,
+            "waveform_input": contract[result.component].waveform_input}
+
+
+def make_staging_dir(output_dir: Path) -> Path:
+    """A scratch dir beside output_dir (same filesystem, so publishing is a rename)."""
+    parent = output_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.staging-", dir=parent))
+    except OSError as error:
+        raise UserError(f"cannot write to output directory {output_dir}: {error.strerror}") from error
+
+
+def publish(staging: Path, output_dir: Path) -> None:
+    """Move every staged entry into output_dir, replacing same-named ones; metadata.json goes last."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot write to output directory {output_dir}: {error.strerror}") from error
+    entries = sorted(staging.iterdir(), key=lambda p: p.name == "metadata.json")
+    for entry in entries:
+        target = output_dir / entry.name
+        if target.is_dir():
+            retired = staging / f".retired-{entry.name}"
+            os.replace(target, retired)
+        os.replace(entry, target)

@@ -1,0 +1,254 @@
+"""Read a saved .mlpackage from disk: model description, MIL main function, const values."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from coremltools.proto import MIL_pb2, Model_pb2
+from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
+
+MODEL_PATH_PREFIX = "@model_path/"
+BLOB_SENTINEL = 0xDEADBEEF
+BLOB_STORAGE_VERSION = 2
+BLOB_HEADER_BYTES = 64
+BLOB_METADATA = np.dtype(
+    [("sentinel", "<u4"), ("dtype", "<u4"), ("size", "<u8"), ("offset", "<u8"), ("padding_bits", "<u8")]
+)
+
+# MIL storage enum (coremltools/mlmodel/src/MILBlob/Blob/BlobDataType.hpp).
+BLOB_DTYPES = {
+    1: np.dtype(np.float16),
+    2: np.dtype(np.float32),
+    3: np.dtype(np.uint8),
+    4: np.dtype(np.int8),
+    6: np.dtype(np.int16),
+    7: np.dtype(np.uint16),
+    14: np.dtype(np.int32),
+    15: np.dtype(np.uint32),
+}
+
+_D = MIL_pb2.DataType
+MIL_DTYPES = {
+    _D.BOOL: np.dtype(bool),
+    _D.FLOAT16: np.dtype(np.float16),
+    _D.FLOAT32: np.dtype(np.float32),
+    _D.FLOAT64: np.dtype(np.float64),
+    _D.INT8: np.dtype(np.int8),
+    _D.INT16: np.dtype(np.int16),
+    _D.INT32: np.dtype(np.int32),
+    _D.INT64: np.dtype(np.int64),
+    _D.UINT8: np.dtype(np.uint8),
+    _D.UINT16: np.dtype(np.uint16),
+    _D.UINT32: np.dtype(np.uint32),
+    _D.UINT64: np.dtype(np.uint64),
+}
+
+_A = ArrayFeatureType.ArrayDataType
+FEATURE_DTYPES = {
+    _A.FLOAT32: np.dtype(np.float32),
+    _A.FLOAT16: np.dtype(np.float16),
+    _A.DOUBLE: np.dtype(np.float64),
+    _A.INT32: np.dtype(np.int32),
+}
+
+
+class WeightFileError(Exception):
+    """A weight file referenced by the program is missing or corrupt."""
+
+
+class UnsupportedOpError(Exception):
+    """The program contains an op type the executor has no kernel for."""
+
+
+class TensorSpec(NamedTuple):
+    """Name, default shape and dtype of a model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class ShapeRule:
+    """Which shapes a model input accepts (fixed, enumerated or ranged)."""
+
+    default: tuple[int, ...]
+    enumerated: tuple[tuple[int, ...], ...] = ()
+    ranges: tuple[tuple[int, int], ...] = ()
+
+    def allows(self, shape: tuple[int, ...]) -> bool:
+        """Whether `shape` is accepted by this input."""
+        if self.enumerated:
+            return shape in self.enumerated
+        if self.ranges:
+            return len(shape) == len(self.ranges) and all(
+                low <= size and (high < 0 or size <= high) for size, (low, high) in zip(shape, self.ranges)
+            )
+        return shape == self.default
+
+
+@dataclass(frozen=True)
+class MilPackage:
+    """The parts of a saved mlpackage the executor needs."""
+
+    model_file: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    input_rules: dict[str, ShapeRule]
+    main: MIL_pb2.Function
+
+    @property
+    def main_block(self) -> MIL_pb2.Block:
+        """The block of `main` specialised for its opset."""
+        return self.main.block_specializations[self.main.opset]
+
+
+def load_package(package_path: str | Path) -> MilPackage:
+    """Parse the root model spec of an mlpackage and pick its `main` MIL function."""
+    model_file = root_model_file(Path(package_path))
+    spec = Model_pb2.Model()
+    spec.ParseFromString(model_file.read_bytes())
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise ValueError(f"{model_file} is not an ML program (found {spec.WhichOneof('Type')})")
+    description = spec.description
+    return MilPackage(
+        model_file=model_file,
+        inputs=[_feature_spec(feature) for feature in description.input],
+        outputs=[_feature_spec(feature) for feature in description.output],
+        input_rules={feature.name: _shape_rule(feature) for feature in description.input},
+        main=spec.mlProgram.functions["main"],
+    )
+
+
+def root_model_file(package_path: Path) -> Path:
+    """Path of the root model.mlmodel named by the package manifest."""
+    manifest = json.loads((package_path / "Manifest.json").read_text())
+    root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
+    return package_path / "Data" / root["path"]
+
+
+def _feature_spec(feature) -> TensorSpec:
+    array = _array_type(feature)
+    return TensorSpec(feature.name, tuple(int(d) for d in array.shape), FEATURE_DTYPES[array.dataType])
+
+
+def _shape_rule(feature) -> ShapeRule:
+    array = _array_type(feature)
+    flexibility = array.WhichOneof("ShapeFlexibility")
+    default = tuple(int(d) for d in array.shape)
+    if flexibility == "enumeratedShapes":
+        shapes = tuple(tuple(int(d) for d in s.shape) for s in array.enumeratedShapes.shapes)
+        return ShapeRule(default, enumerated=shapes)
+    if flexibility == "shapeRange":
+        ranges = tuple((int(r.lowerBound), int(r.upperBound)) for r in array.shapeRange.sizeRanges)
+        return ShapeRule(default, ranges=ranges)
+    return ShapeRule(default)
+
+
+def _array_type(feature) -> ArrayFeatureType:
+    if feature.type.WhichOneof("Type") != "multiArrayType":
+        raise ValueError(f"feature {feature.name!r} is not a multi-array ({feature.type.WhichOneof('Type')})")
+    return feature.type.multiArrayType
+
+
+def tensor_type(value_type: MIL_pb2.ValueType) -> tuple[np.dtype | None, tuple[int, ...] | None]:
+    """Dtype and static shape of a MIL tensor type; None for non-tensors or unknown dims."""
+    if value_type.WhichOneof("type") != "tensorType":
+        return None, None
+    tensor = value_type.tensorType
+    dims = [d.constant.size if d.WhichOneof("dimension") == "constant" else None for d in tensor.dimensions]
+    shape = None if None in dims else tuple(int(d) for d in dims)
+    return MIL_DTYPES.get(tensor.dataType), shape
+
+
+def op_name(op: MIL_pb2.Operation) -> str:
+    """The op's `name` attribute, falling back to its first output name."""
+    if "name" in op.attributes:
+        return op.attributes["name"].immediateValue.tensor.strings.values[0]
+    return op.outputs[0].name if op.outputs else op.type
+
+
+class BlobFile:
+    """A MIL blob storage file (weight.bin) mapped read-only and validated on every read."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if not path.is_file():
+            raise WeightFileError(f"{path}: weight file is missing")
+        self.data = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.empty(0, np.uint8)
+        if self.data.size < BLOB_HEADER_BYTES:
+            self._fail(f"truncated: {self.data.size} bytes, too small for the {BLOB_HEADER_BYTES}-byte header")
+        version = int(self.data[4:8].view("<u4")[0])
+        if version != BLOB_STORAGE_VERSION:
+            self._fail(f"unsupported blob storage version {version} (expected {BLOB_STORAGE_VERSION})")
+
+    def read(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """The read-only array stored by the blob whose metadata starts at `offset`."""
+        size = self.data.size
+        if offset + BLOB_METADATA.itemsize > size:
+            self._fail(f"truncated: blob metadata at offset {offset} lies past the end of the file ({size} bytes)")
+        meta = self.data[offset : offset + BLOB_METADATA.itemsize].view(BLOB_METADATA)[0]
+        if meta["sentinel"] != BLOB_SENTINEL:
+            self._fail(f"corrupt: bad sentinel {int(meta['sentinel']):#x} at offset {offset} (expected {BLOB_SENTINEL:#x})")
+        stored = BLOB_DTYPES.get(int(meta["dtype"]))
+        if stored != dtype:
+            self._fail(f"corrupt: blob at offset {offset} holds dtype code {int(meta['dtype'])}, program declares {dtype}")
+        start, nbytes = int(meta["offset"]), int(meta["size"])
+        if nbytes != math.prod(shape) * dtype.itemsize:
+            self._fail(f"corrupt: blob at offset {offset} has {nbytes} bytes, shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize}")
+        if start + nbytes > size:
+            self._fail(f"truncated: blob at offset {offset} needs bytes up to {start + nbytes}, file has {size}")
+        return np.frombuffer(self.data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
+
+    def _fail(self, problem: str):
+        raise WeightFileError(f"{self.path}: {problem}")
+
+
+class ValueDecoder:
+    """Decodes MIL `Value` protos (immediate or blob-file) into numpy values."""
+
+    def __init__(self, model_file: Path):
+        self.model_dir = model_file.parent
+        self.blob_files: dict[str, BlobFile] = {}
+
+    def decode(self, value: MIL_pb2.Value) -> Any:
+        """Numpy array (read-only), str, or list for a tensor/list/tuple value."""
+        dtype, shape = tensor_type(value.type)
+        if value.WhichOneof("value") == "blobFileValue":
+            blob = value.blobFileValue
+            return self._blob_file(blob.fileName).read(int(blob.offset), dtype, shape)
+        immediate = value.immediateValue
+        kind = immediate.WhichOneof("value")
+        if kind == "tensor":
+            return _decode_tensor(immediate.tensor, value.type, dtype, shape)
+        if kind in ("list", "tuple"):
+            return [self.decode(item) for item in getattr(immediate, kind).values]
+        raise ValueError(f"unsupported immediate value kind {kind!r}")
+
+    def _blob_file(self, file_name: str) -> BlobFile:
+        if file_name not in self.blob_files:
+            relative = file_name.removeprefix(MODEL_PATH_PREFIX)
+            self.blob_files[file_name] = BlobFile(self.model_dir / relative)
+        return self.blob_files[file_name]
+
+
+def _decode_tensor(tensor: MIL_pb2.TensorValue, value_type, dtype, shape) -> Any:
+    field = tensor.WhichOneof("value")
+    if field == "strings":
+        strings = list(tensor.strings.values)
+        return strings[0] if value_type.tensorType.rank == 0 else strings
+    if dtype is None or shape is None:
+        raise ValueError(f"immediate tensor with unsupported type {value_type}")
+    if field == "bytes":
+        # fp16 and 8-bit immediates are serialised as packed little-endian bytes.
+        array = np.frombuffer(b"".join(tensor.bytes.values), dtype=dtype)
+    else:
+        array = np.array(list(getattr(tensor, field).values), dtype=dtype)
+    array = array.reshape(shape)
+    array.flags.writeable = False
+    return array
