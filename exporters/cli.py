@@ -71,10 +71,11 @@ def convert(
 
 def run_convert(model_source: str, output_dir: Path, precision: str, components: tuple[str, ...],
                 compute_units: str, author: str | None) -> None:
-    from exporters.export import ExportSettings, export_packages
+    from exporters.export import ExportSettings, check_output_dir, export_packages
 
     settings = ExportSettings(precision, components, compute_units, author)
     settings.validate()
+    check_output_dir(output_dir)
     quiet_libraries()
     from exporters.checkpoints import load_model
     from exporters.contract import contract_for_model

@@ -120,6 +120,7 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
     """Export the selected components, tokenizer and metadata.json; publish only if all succeed."""
     settings.validate()
     output_dir = Path(output_dir)
+    check_output_dir(output_dir)
     staging = make_staging_dir(output_dir)
     try:
         results = []
@@ -144,6 +145,17 @@ def package_entry(result: ExportResult, contract: Contract) -> dict:
     return {"file": result.package, "size_bytes": result.size_bytes, "export_seconds": round(result.seconds, 3),
             "recommended_compute_units": result.compute_units,
             "waveform_input": contract[result.component].waveform_input}
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Fail before any work if output_dir cannot be created or written."""
+    existing = Path(output_dir).resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write to output directory {output_dir}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to output directory {output_dir}: {existing} is not writable")
 
 
 def make_staging_dir(output_dir: Path) -> Path:

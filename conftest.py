@@ -1,0 +1,121 @@
+"""Session fixtures shared by the whole suite: the tiny checkpoint, its contract, exported packages,
+and the backend the tests run packages on."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pytest  # noqa: E402
+
+from exporters.export import PRECISIONS  # noqa: E402
+
+MARKERS = {
+    "full": "exports or runs the full-width (627 M parameter) random model: minutes and ~5 GB per precision",
+    "slow": "takes more than a few seconds even on the tiny model",
+    "macos": "needs Core ML's runtime, which exists only on macOS",
+}
+EXPORTER_SOURCES = Path(__file__).parent / "exporters"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backend", default="auto", choices=("auto", "mil", "coreml"),
+                     help="runtime for exported packages: coreml (macOS), mil (any OS); auto picks per OS")
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(logging.ERROR)
+
+
+def selected_backend(config) -> str:
+    from exporters.runtime import default_backend
+
+    choice = config.getoption("--backend")
+    return default_backend() if choice == "auto" else choice
+
+
+def pytest_report_header(config):
+    return f"parakeet-coreml package backend: {selected_backend(config)}"
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", [selected_backend(metafunc.config)], scope="session")
+    if "precision" in metafunc.fixturenames:
+        metafunc.parametrize("precision", PRECISIONS, scope="session")
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from exporters.checkpoints import load_model
+
+    return load_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_contract(tiny_model):
+    from exporters.contract import contract_for_model
+
+    return contract_for_model(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_sha(tiny_model):
+    from exporters.metadata import weights_sha256
+
+    return weights_sha256(tiny_model)
+
+
+def source_fingerprint() -> str:
+    """Hash of the exporter code, so a code change never reuses stale packages."""
+    digest = hashlib.sha256()
+    for path in sorted(EXPORTER_SOURCES.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def export_cache_key(weights_sha: str, precision: str) -> str:
+    import coremltools
+    import nemo
+    import torch
+
+    parts = [weights_sha, precision, source_fingerprint(), torch.__version__, coremltools.__version__,
+             nemo.__version__]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def cached_export(model, contract, source: str, weights_sha: str, precision: str) -> Path:
+    """Export every component once per (model, precision, code, tool versions); reuse afterwards."""
+    from exporters.checkpoints import cache_dir
+    from exporters.export import ExportSettings, export_packages
+
+    target = cache_dir() / "exports" / f"{source}-{export_cache_key(weights_sha, precision)}"
+    if (target / "metadata.json").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    export_packages(model, contract, source, weights_sha, target,
+                    ExportSettings(precision=precision, author="parakeet-coreml tests"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_packages(tiny_model, tiny_contract, tiny_weights_sha, precision) -> Path:
+    """Directory holding every tiny package and metadata.json at the parametrized precision."""
+    return cached_export(tiny_model, tiny_contract, "tiny", tiny_weights_sha, precision)
+
+
+@pytest.fixture(scope="session")
+def tiny_packages_fp32(tiny_model, tiny_contract, tiny_weights_sha) -> Path:
+    return cached_export(tiny_model, tiny_contract, "tiny", tiny_weights_sha, "fp32")
+

@@ -1,0 +1,148 @@
+"""Execute exported packages behind one interface: `load(path) -> runtime.predict(dict) -> dict`.
+
+Backends:
+- `coreml`: coremltools' MLModel with a chosen compute unit (macOS only).
+- `mil`: the project's own numpy executor of the saved MIL program (any OS).
+- `torch`: a torch module (the wrapper or the NeMo module itself) with the same call shape, the
+  reference side of every comparison.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+BACKENDS = ("coreml", "mil")
+COREML_COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run on this host (e.g. Core ML off macOS)."""
+
+
+@dataclass(frozen=True)
+class TensorDescription:
+    name: str
+    shape: tuple[int, ...]
+    dtype: type
+
+
+class Runtime(Protocol):
+    backend: str
+    inputs: tuple[TensorDescription, ...]
+    outputs: tuple[TensorDescription, ...]
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def default_backend() -> str:
+    """Core ML where it exists (macOS), the MIL executor elsewhere."""
+    return "coreml" if sys.platform == "darwin" else "mil"
+
+
+def coreml_available() -> bool:
+    return sys.platform == "darwin"
+
+
+def load(path: Path | str, backend: str | None = None, compute_units: str = "CPU_ONLY") -> Runtime:
+    """Open a saved .mlpackage with the chosen backend."""
+    backend = backend or default_backend()
+    if backend == "mil":
+        return MilRuntime(Path(path))
+    if backend == "coreml":
+        return CoreMLRuntime(Path(path), compute_units)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+ARRAY_DTYPES = {65568: np.float32, 65552: np.float16, 131104: np.int32}  # Core ML ArrayDataType values
+
+
+def package_io(path: Path) -> tuple[tuple[TensorDescription, ...], tuple[TensorDescription, ...]]:
+    """Inputs and outputs declared in a package's spec, in order."""
+    import coremltools as ct
+
+    description = ct.utils.load_spec(str(path)).description
+
+    def read(features) -> tuple[TensorDescription, ...]:
+        return tuple(TensorDescription(f.name, tuple(f.type.multiArrayType.shape),
+                                       ARRAY_DTYPES[f.type.multiArrayType.dataType]) for f in features)
+
+    return read(description.input), read(description.output)
+
+
+class MilRuntime:
+    """The saved MIL program executed by the project's numpy executor."""
+
+    backend = "mil"
+
+    def __init__(self, path: Path):
+        from exporters.runtime.mil import MilExecutor
+
+        self.path = path
+        self.executor = MilExecutor(path)
+        self.inputs, self.outputs = package_io(path)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.executor.predict(inputs)
+
+
+class CoreMLRuntime:
+    """Core ML itself (macOS only)."""
+
+    backend = "coreml"
+
+    def __init__(self, path: Path, compute_units: str = "CPU_ONLY"):
+        if not coreml_available():
+            raise BackendUnavailable(f"Core ML can run packages only on macOS (this is {sys.platform})")
+        import coremltools as ct
+
+        self.path = path
+        self.compute_units = compute_units
+        self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+        self.inputs, self.outputs = package_io(path)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.model.predict(inputs)
+        return {d.name: np.asarray(outputs[d.name]).astype(d.dtype, copy=False) for d in self.outputs}
+
+
+class TorchRuntime:
+    """A torch callable given the contract's inputs in order, returning its outputs in order."""
+
+    backend = "torch"
+
+    def __init__(self, function: Callable, inputs: tuple[TensorDescription, ...],
+                 outputs: tuple[TensorDescription, ...]):
+        self.function = function
+        self.inputs = inputs
+        self.outputs = outputs
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        arguments = [torch.from_numpy(np.ascontiguousarray(inputs[d.name])) for d in self.inputs]
+        with torch.no_grad():
+            results = self.function(*arguments)
+        results = results if isinstance(results, (tuple, list)) else (results,)
+        return {d.name: r.detach().cpu().numpy().astype(d.dtype, copy=False)
+                for d, r in zip(self.outputs, results)}
+
+
+def describe(specs) -> tuple[TensorDescription, ...]:
+    """TensorDescriptions for contract TensorSpecs."""
+    from exporters.example_inputs import numpy_dtype
+
+    return tuple(TensorDescription(s.name, s.shape, numpy_dtype(s)) for s in specs)
+
+
+def wrapper_runtime(model, contract, name: str) -> TorchRuntime:
+    """The component's torch wrapper (what gets traced), behind the runtime interface."""
+    from exporters.components import COMPONENTS
+
+    component = contract[name]
+    module = COMPONENTS[name].wrap(model, contract).eval()
+    return TorchRuntime(module, describe(component.inputs), describe(component.outputs))

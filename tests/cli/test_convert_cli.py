@@ -1,0 +1,135 @@
+"""`parakeet-coreml convert`: exit codes, one-line errors, and no half-written output on failure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from exporters import export
+from exporters.cli import app
+
+runner = CliRunner()
+
+
+def convert(*args: str):
+    return runner.invoke(app, ["convert", *args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def leftovers(parent):
+    return sorted(p.name for p in parent.iterdir())
+
+
+def test_convert_exports_selected_components_with_summary(tmp_path):
+    """Coverage: a real CLI run on the tiny model writes the chosen packages, tokenizer and metadata."""
+    out = tmp_path / "out"
+    result = convert("--model", "tiny", "--output-dir", str(out), "--components", "decoder,joint")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metadata.json", "parakeet_decoder.mlpackage", "parakeet_joint.mlpackage", "tokenizer.model"]
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert set(metadata["packages"]) == {"decoder", "joint"}
+    assert "exported to" in result.output
+    assert leftovers(tmp_path) == ["out"]
+
+
+def test_missing_checkpoint_path(tmp_path):
+    """Coverage: a .nemo path that does not exist."""
+    assert_one_line_error(convert("--model", str(tmp_path / "absent.nemo"), "--output-dir", str(tmp_path / "o")),
+                          "not found", "absent.nemo")
+    assert leftovers(tmp_path) == []
+
+
+def test_non_nemo_path(tmp_path):
+    """Coverage: an existing file that is not a .nemo archive."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    assert_one_line_error(convert("--model", str(notes), "--output-dir", str(tmp_path / "o")), "not a .nemo")
+
+
+def test_corrupt_nemo_file(tmp_path):
+    """Coverage: a file named .nemo that is not a NeMo archive."""
+    broken = tmp_path / "broken.nemo"
+    broken.write_bytes(b"not a tar archive")
+    assert_one_line_error(convert("--model", str(broken), "--output-dir", str(tmp_path / "o")), "cannot restore")
+    assert leftovers(tmp_path) == ["broken.nemo"]
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--components", "encoder,vocoder", "unknown component vocoder"),
+    ("--precision", "int8", "unknown precision 'int8'"),
+    ("--compute-units", "NPU", "unknown compute units 'NPU'"),
+])
+def test_unknown_settings(tmp_path, option, value, fragment):
+    """Coverage: unknown component, precision or compute units fail before any work."""
+    assert_one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), option, value), fragment)
+    assert leftovers(tmp_path) == []
+
+
+def test_unwritable_output_dir(tmp_path):
+    """Coverage: an output directory that cannot be created (its parent is a file)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_one_line_error(convert("--model", "tiny", "--output-dir", str(blocker / "out"),
+                                  "--components", "joint"), "cannot write to output directory")
+    assert leftovers(tmp_path) == ["file"]
+
+
+def test_offline_hub_id_fails_fast(tmp_path, monkeypatch):
+    """Coverage: a Hugging Face id with the Hub unreachable: one line that says to pass a .nemo path."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused at once
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    result = convert("--model", "nvidia/parakeet-tdt-0.6b-v3", "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "Hugging Face Hub", ".nemo")
+    assert leftovers(tmp_path) == []
+
+
+def test_hub_id_in_offline_mode_uses_from_pretrained(tmp_path, monkeypatch):
+    """Coverage: with HF_HUB_OFFLINE=1 the real from_pretrained runs and its failure is one line."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    result = convert("--model", "nvidia/parakeet-tdt-0.6b-v3", "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "nvidia/parakeet-tdt-0.6b-v3", ".nemo")
+    assert not (tmp_path / "o").exists()
+
+
+def test_failure_mid_export_leaves_output_dir_untouched(tmp_path, monkeypatch):
+    """Coverage: when the second component fails, nothing of the run reaches the output dir."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("user file")
+    real_export_component = export.export_component
+    calls = []
+
+    def failing_export_component(model, contract, name, settings, directory):
+        calls.append(name)
+        if len(calls) == 2:
+            raise RuntimeError("conversion exploded")
+        return real_export_component(model, contract, name, settings, directory)
+
+    monkeypatch.setattr(export, "export_component", failing_export_component)
+    result = convert("--model", "tiny", "--output-dir", str(out), "--components", "decoder,joint")
+    assert result.exit_code != 0
+    assert leftovers(out) == ["keep.txt"]
+    assert leftovers(tmp_path) == ["out"]
+
+
+def test_console_script_reports_error_and_exit_code(tmp_path):
+    """Coverage: the installed `parakeet-coreml` command itself: non-zero exit, one line on stderr."""
+    result = subprocess.run([sys.executable, "-m", "exporters.cli", "convert", "--model",
+                             str(tmp_path / "x.nemo"), "--output-dir", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'x.nemo'}"]
