@@ -131,23 +131,27 @@ def tokenizer_corpus(vocab_size: int) -> list[str]:
 
 
 def train_tokenizer(vocab_size: int, out_dir: Path) -> Path:
-    """Train a seeded SentencePiece BPE model into out_dir/tokenizer.model (+ vocab.txt)."""
+    """Train a seeded SentencePiece BPE model into out_dir/tokenizer.model (+ vocab.txt).
+
+    Trained from memory so the model proto records no file paths: identical bytes on every build.
+    """
+    import io
+
     import sentencepiece as spm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    corpus_file = out_dir / "corpus.txt"
-    corpus_file.write_text("\n".join(tokenizer_corpus(vocab_size)) + "\n")
+    model_bytes = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        input=str(corpus_file), model_prefix=str(out_dir / "tokenizer"), vocab_size=vocab_size,
-        model_type="bpe", character_coverage=1.0, bos_id=-1, eos_id=-1, unk_id=0,
-        num_threads=1, seed_sentencepiece_size=1000000, minloglevel=2,
-        input_sentence_size=0, shuffle_input_sentence=False,
+        sentence_iterator=iter(tokenizer_corpus(vocab_size)), model_writer=model_bytes,
+        vocab_size=vocab_size, model_type="bpe", character_coverage=1.0, bos_id=-1, eos_id=-1,
+        unk_id=0, num_threads=1, minloglevel=2, shuffle_input_sentence=False,
     )
-    processor = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model"))
+    model_file = out_dir / "tokenizer.model"
+    model_file.write_bytes(model_bytes.getvalue())
+    processor = spm.SentencePieceProcessor(model_proto=model_bytes.getvalue())
     pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
     (out_dir / "vocab.txt").write_text("\n".join(pieces) + "\n")
-    corpus_file.unlink()
-    return out_dir / "tokenizer.model"
+    return model_file
 
 
 def build_key(preset: str) -> str:
@@ -158,6 +162,7 @@ def build_key(preset: str) -> str:
     payload = {
         "preset": preset, "widths": asdict(PRESETS[preset]), "config": v3_config(PRESETS[preset], ""),
         "corpus": hashlib.sha256(CORPUS_PATH.read_bytes()).hexdigest(), "seed": BUILD_SEED,
+        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         "torch": torch.__version__, "nemo": nemo.__version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
