@@ -100,10 +100,12 @@ def cached_export(model, contract, source: str, weights_sha: str, precision: str
     from exporters.checkpoints import cache_dir
     from exporters.export import ExportSettings, export_packages
 
-    target = cache_dir() / "exports" / f"{source}-{export_cache_key(weights_sha, precision)}"
+    exports = cache_dir() / "exports"
+    target = exports / f"{source}-{precision}-{export_cache_key(weights_sha, precision)}"
     if (target / "metadata.json").exists():
         return target
-    shutil.rmtree(target, ignore_errors=True)
+    for stale in exports.glob(f"{source}-{precision}-*"):  # full-width exports take gigabytes each
+        shutil.rmtree(stale, ignore_errors=True)
     export_packages(model, contract, source, weights_sha, target,
                     ExportSettings(precision=precision, author="parakeet-coreml tests"))
     return target
@@ -119,3 +121,25 @@ def tiny_packages(tiny_model, tiny_contract, tiny_weights_sha, precision) -> Pat
 def tiny_packages_fp32(tiny_model, tiny_contract, tiny_weights_sha) -> Path:
     return cached_export(tiny_model, tiny_contract, "tiny", tiny_weights_sha, "fp32")
 
+
+
+@pytest.fixture(scope="session")
+def full_model():
+    from exporters.checkpoints import load_model
+
+    return load_model("full-random")
+
+
+@pytest.fixture(scope="session")
+def full_contract(full_model):
+    from exporters.contract import contract_for_model
+
+    return contract_for_model(full_model)
+
+
+@pytest.fixture(scope="session")
+def full_packages(full_model, full_contract, precision) -> Path:
+    """Every full-random package at the parametrized precision (minutes on first use, then cached)."""
+    from exporters.metadata import weights_sha256
+
+    return cached_export(full_model, full_contract, "full-random", weights_sha256(full_model), precision)
