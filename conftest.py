@@ -122,6 +122,11 @@ def tiny_packages_fp32(tiny_model, tiny_contract, tiny_weights_sha) -> Path:
     return cached_export(tiny_model, tiny_contract, "tiny", tiny_weights_sha, "fp32")
 
 
+@pytest.fixture(scope="session")
+def tiny_packages_fp16(tiny_model, tiny_contract, tiny_weights_sha) -> Path:
+    return cached_export(tiny_model, tiny_contract, "tiny", tiny_weights_sha, "fp16")
+
+
 
 @pytest.fixture(scope="session")
 def full_model():

@@ -102,7 +102,57 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
         table.add_column(column)
     for r in results:
         table.add_row(r.component, r.precision, f"{r.size_bytes / 1e6:.2f}", f"{r.seconds:.1f}", r.compute_units)
-    Console().print(table)
+    Console(width=160).print(table)
+
+
+@app.command()
+def compare(
+    packages: Path = typer.Option(..., help="Export directory (with metadata.json) to check."),
+    audio: Optional[Path] = typer.Option(None, help="Clip to compare on (default: the bundled 16 s speech clip)."),
+    backend: Optional[str] = typer.Option(None, help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
+    runs: int = typer.Option(5, min=1, help="Timed runs per component for latency."),
+    warmup: int = typer.Option(1, min=0, help="Untimed warm-up runs per component."),
+    plots: Optional[Path] = typer.Option(None, help="Directory for PNG plots (default: <packages>/plots)."),
+) -> None:
+    """Run every parity gate against NeMo, record the diffs in metadata.json, exit non-zero on any failure."""
+    from exporters.runtime import BACKENDS
+
+    if backend is not None and backend not in BACKENDS:
+        fail(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    try:
+        quiet_libraries()
+        from exporters.parity.report import run_compare
+        from exporters.runtime import BackendUnavailable
+
+        try:
+            report = run_compare(packages, audio, backend, runs, warmup, plots or packages / "plots")
+        except BackendUnavailable as error:
+            raise UserError(str(error)) from error
+    except UserError as error:
+        fail(str(error))
+    print_compare(report)
+    if not report.passed:
+        console.print("[bold red]parity gates failed[/]")
+        raise typer.Exit(code=1)
+
+
+def print_compare(report) -> None:
+    table = Table(title="parity vs NeMo")
+    for column in ("component", "output", "case", "max abs", "max rel", "tolerance", "pass"):
+        table.add_column(column)
+    for d in report.diffs:
+        table.add_row(d.component, d.output, d.case, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", d.tolerance.describe(),
+                      "yes" if d.passed else "[red]NO[/]")
+    latency = Table(title="latency per call (15 s window)")
+    for column in ("component", "side", "mean s", "stdev s", "RTF"):
+        latency.add_column(column)
+    for entry in report.latencies:
+        latency.add_row(entry.component, entry.side, f"{entry.mean_s:.4f}", f"{entry.stdev_s:.4f}", f"{entry.rtf:.4f}")
+    out = Console(width=160)
+    out.print(table)
+    out.print(latency)
+    for path in report.plots:
+        out.print(f"plot: {path}", highlight=False)
 
 
 def main() -> None:

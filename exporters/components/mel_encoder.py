@@ -6,7 +6,7 @@ import torch
 
 from exporters.components.base import Component
 from exporters.components.encoder import EncoderWrapper
-from exporters.components.preprocessor import PreprocessorWrapper
+from exporters.components.preprocessor import PreprocessorWrapper, in_preprocessor
 
 
 class MelEncoderWrapper(torch.nn.Module):
@@ -25,4 +25,5 @@ MEL_ENCODER = Component(
     "mel_encoder",
     wrap=lambda model, contract: MelEncoderWrapper(PreprocessorWrapper(model.preprocessor),
                                                    EncoderWrapper(model.encoder)),
+    keep_fp32=in_preprocessor,
 )

@@ -18,6 +18,8 @@ PLAN_WINDOW_SAMPLES = 240000
 PLAN_MEL_FRAMES = 1501
 PLAN_ENCODER_FRAMES = 188
 IOS17_SPEC_VERSION = 8
+# The mel front end stays fp32 in fp16 exports (see exporters/components/preprocessor.py).
+FP32_FRONT_END = {"preprocessor"}
 
 
 def program_of(path):
@@ -75,7 +77,7 @@ def test_fp16_packages_compute_in_fp16_with_fp32_io(tiny_packages, tiny_contract
         block = main.block_specializations[main.opset]
         fp16_ops = [op for op in block.operations
                     for out in op.outputs if out.type.tensorType.dataType == ct.proto.MIL_pb2.FLOAT16]
-        assert bool(fp16_ops) == (precision == "fp16"), component.name
+        assert bool(fp16_ops) == (precision == "fp16" and component.name not in FP32_FRONT_END), component.name
 
 
 def test_metadata_agrees_with_packages_and_contract(tiny_packages, tiny_contract, precision):

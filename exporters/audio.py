@@ -1,0 +1,36 @@
+"""Read audio the way users hand it to us: any rate, mono or stereo, int or float, WAV or FLAC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from exporters.errors import UserError
+
+
+def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples at sample_rate; one clear UserError for anything unusable."""
+    import soundfile as sf
+    import soxr
+
+    try:
+        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise UserError(f"cannot read audio {path}: {error}") from error
+    if samples.size == 0:
+        raise UserError(f"audio {path} is empty")
+    if not np.all(np.isfinite(samples)):
+        raise UserError(f"audio {path} contains NaN or infinite samples")
+    mono = samples.mean(axis=1)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="VHQ").astype(np.float32)
+    return mono
+
+
+def fit_window(samples: np.ndarray, window_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(audio_signal [1, window] zero-padded or trimmed, audio_length [1]) for a fixed-window package."""
+    valid = min(len(samples), window_samples)
+    signal = np.zeros((1, window_samples), dtype=np.float32)
+    signal[0, :valid] = samples[:valid]
+    return signal, np.array([valid], dtype=np.int32)

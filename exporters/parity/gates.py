@@ -1,0 +1,150 @@
+"""Parity gates: each component's package against NeMo's own modules on identical inputs.
+
+A gate returns a list of `Diff`s (one per output and case); the tests assert them and the
+`compare` CLI tabulates them, so there is one implementation of every comparison.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from exporters.contract import Contract
+from exporters.parity.diff import Diff, compare, top1_margin
+from exporters.reference import decisions_from_logits, nemo_decoder_sequence, nemo_joint_logits, nemo_runtime
+from exporters.runtime import Runtime
+
+DECISION_OUTPUTS = ("token_id", "token_prob", "duration")
+
+
+
+def audio_gate(name: str, model, contract: Contract, package: Runtime, precision: str, case: str,
+               audio_signal: np.ndarray, audio_length: np.ndarray) -> list[Diff]:
+    """preprocessor or mel_encoder: waveform in, compared output by output."""
+    inputs = {"audio_signal": audio_signal, "audio_length": audio_length}
+    expected = nemo_runtime(model, contract, name).predict(inputs)
+    actual = package.predict(inputs)
+    return [compare(name, output, precision, case, expected[output], actual[output]) for output in expected]
+
+
+def encoder_gate(model, contract: Contract, package: Runtime, precision: str, case: str,
+                 audio_signal: np.ndarray, audio_length: np.ndarray) -> list[Diff]:
+    """encoder on NeMo's own mel features of a clip."""
+    mel = nemo_runtime(model, contract, "preprocessor").predict(
+        {"audio_signal": audio_signal, "audio_length": audio_length})
+    expected = nemo_runtime(model, contract, "encoder").predict(mel)
+    actual = package.predict(mel)
+    return [compare("encoder", output, precision, case, expected[output], actual[output]) for output in expected]
+
+
+def chain_decoder(package: Runtime, contract: Contract, tokens, h=None, c=None):
+    """Feed tokens one at a time, h/c fed back: stacked outputs [U, H] and the final h, c."""
+    state_shape = contract["decoder"].input("h_in").shape
+    h = np.zeros(state_shape, np.float32) if h is None else h
+    c = np.zeros(state_shape, np.float32) if c is None else c
+    outputs = []
+    for token in tokens:
+        step = package.predict({"targets": np.array([[token]], np.int32),
+                                "target_length": np.array([1], np.int32), "h_in": h, "c_in": c})
+        outputs.append(step["decoder"][0, :, 0])
+        h, c = step["h_out"], step["c_out"]
+    return np.stack(outputs), h, c
+
+
+def decoder_gate(model, contract: Contract, package: Runtime, precision: str, case: str,
+                 tokens: np.ndarray) -> list[Diff]:
+    """Tokens chained through the package from zero state vs NeMo's prediction network over the sequence."""
+    actual = chain_decoder(package, contract, tokens)
+    expected = nemo_decoder_sequence(model, tokens)
+    return [compare("decoder", output, precision, case, e, a)
+            for output, e, a in zip(("decoder", "h_out", "c_out"), expected, actual)]
+
+
+def decoder_state_gate(model, contract: Contract, package: Runtime, precision: str, case: str,
+                       token: int, h: np.ndarray, c: np.ndarray) -> list[Diff]:
+    """One step from an arbitrary state: package vs NeMo's predict with that state."""
+    inputs = {"targets": np.array([[token]], np.int32), "target_length": np.array([1], np.int32),
+              "h_in": h.astype(np.float32), "c_in": c.astype(np.float32)}
+    expected = nemo_runtime(model, contract, "decoder").predict(inputs)
+    actual = package.predict(inputs)
+    return [compare("decoder", output, precision, case, expected[output], actual[output]) for output in expected]
+
+
+def joint_grid_inputs(model, contract: Contract, audio_signal, audio_length, tokens) -> tuple[np.ndarray, list]:
+    """NeMo's encoder output for a clip and NeMo's decoder outputs for blank + tokens (the U axis)."""
+    encoded = nemo_runtime(model, contract, "mel_encoder").predict(
+        {"audio_signal": audio_signal, "audio_length": audio_length})["encoder"]
+    blank = contract.model.blank_id
+    sequence, _, _ = nemo_decoder_sequence(model, np.array([blank, *tokens]))
+    return encoded, [sequence[u][None, :, None].astype(np.float32) for u in range(len(sequence))]
+
+
+def joint_gate(model, contract: Contract, package: Runtime, precision: str, case: str,
+               encoder: np.ndarray, decoder_steps: list[np.ndarray]) -> list[Diff]:
+    """Logits on the (T, U) grid; token and duration logits measured separately."""
+    reference = nemo_runtime(model, contract, "joint")
+    expected = np.concatenate([reference.predict({"encoder": encoder, "decoder": d})["logits"]
+                               for d in decoder_steps], axis=2)
+    actual = np.concatenate([package.predict({"encoder": encoder, "decoder": d})["logits"]
+                             for d in decoder_steps], axis=2)
+    split = contract.model.num_token_logits
+    return [compare("joint", "token_logits", precision, case, expected[..., :split], actual[..., :split]),
+            compare("joint", "duration_logits", precision, case, expected[..., split:], actual[..., split:])]
+
+
+def joint_decision_gate(name: str, model, contract: Contract, package: Runtime, precision: str, case: str,
+                        encoder: np.ndarray, decoder_steps: list[np.ndarray]) -> list[Diff]:
+    """token_id and duration equal NeMo's argmax where NeMo's margin is clear; token_prob within tolerance.
+
+    The grid is (T, U); the single-step package is called once per encoder frame.
+    """
+    frames = contract[name].input("encoder").shape[-1]
+    split = contract.model.num_token_logits
+    expected, actual = {o: [] for o in DECISION_OUTPUTS}, {o: [] for o in DECISION_OUTPUTS}
+    margins = {"token_id": [], "duration": []}
+    for decoder in decoder_steps:
+        for start in range(0, encoder.shape[-1], frames):
+            inputs = {"encoder": encoder[:, :, start:start + frames], "decoder": decoder}
+            with torch.no_grad():
+                logits = nemo_joint_logits(model, torch.from_numpy(inputs["encoder"]), torch.from_numpy(decoder))
+            for output, value in zip(DECISION_OUTPUTS, decisions_from_logits(logits, split)):
+                expected[output].append(value.numpy())
+            for output, value in package.predict(inputs).items():
+                actual[output].append(value)
+            margins["token_id"].append(top1_margin(logits[..., :split].numpy()))
+            margins["duration"].append(top1_margin(logits[..., split:].numpy()))
+    joined = {o: np.concatenate(v, axis=1) for o, v in margins.items()}
+    return [compare(name, o, precision, case, np.concatenate(expected[o], axis=1),
+                    np.concatenate(actual[o], axis=1), joined.get(o))
+            for o in DECISION_OUTPUTS]
+
+
+def clip_gates(model, contract: Contract, open_package, precision: str, case: str, audio_signal: np.ndarray,
+               audio_length: np.ndarray, tokens: np.ndarray, components) -> list[Diff]:
+    """Every gate of the given components on one clip and one non-blank token sequence."""
+    audio = (audio_signal, audio_length)
+    grid = functools.cache(lambda: joint_grid_inputs(model, contract, *audio, tokens[:3]))
+    blank = np.array([contract.model.blank_id], np.int32)
+    diffs = []
+    for name in components:
+        package = open_package(name)
+        if contract[name].waveform_input:
+            diffs += audio_gate(name, model, contract, package, precision, case, *audio)
+        elif name == "encoder":
+            diffs += encoder_gate(model, contract, package, precision, case, *audio)
+        elif name == "decoder":
+            diffs += decoder_gate(model, contract, package, precision, "non-blank sequence", tokens)
+            diffs += decoder_gate(model, contract, package, precision, "blank start", blank)
+        elif name == "joint":
+            diffs += joint_gate(model, contract, package, precision, case, *grid())
+        else:
+            diffs += joint_decision_gate(name, model, contract, package, precision, case, *grid())
+    return diffs
+
+
+def default_tokens(contract: Contract) -> np.ndarray:
+    """A fixed non-blank target sequence covering low, middle and high token ids."""
+    vocab = contract.model.vocab_size
+    return np.array([0, 1, vocab // 2, vocab - 1, 7 % vocab, vocab // 3, 2, vocab - 2], dtype=np.int32)

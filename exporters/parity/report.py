@@ -1,0 +1,129 @@
+"""`parakeet-coreml compare`: every gate for an export directory, latency, plots, and the record."""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exporters.audio import fit_window, load_audio
+from exporters.contract import Contract
+from exporters.errors import UserError
+from exporters.example_inputs import example_inputs
+from exporters.metadata import read_metadata, tool_versions, weights_sha256, write_metadata
+from exporters.parity import plots
+from exporters.parity.diff import Diff, recording
+from exporters.parity.gates import clip_gates, default_tokens
+from exporters.reference import nemo_runtime
+from exporters.runtime import Runtime, load
+
+DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "long_16s.wav"
+
+
+@dataclass(frozen=True)
+class Latency:
+    component: str
+    side: str  # backend name or "nemo"
+    mean_s: float
+    stdev_s: float
+    rtf: float  # seconds of compute per second of audio in the window
+
+    def to_dict(self) -> dict:
+        return {"component": self.component, "side": self.side, "mean_s": self.mean_s, "stdev_s": self.stdev_s,
+                "rtf": self.rtf}
+
+
+@dataclass
+class CompareReport:
+    diffs: list[Diff]
+    latencies: list[Latency] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(d.passed for d in self.diffs)
+
+
+def time_predict(runtime: Runtime, inputs: dict[str, np.ndarray], runs: int, warmup: int) -> tuple[float, float]:
+    """Mean and standard deviation of predict's wall time over `runs`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        runtime.predict(inputs)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        runtime.predict(inputs)
+        times.append(time.perf_counter() - started)
+    return statistics.fmean(times), statistics.stdev(times) if len(times) > 1 else 0.0
+
+
+def measure_latency(model, contract: Contract, name: str, package: Runtime, runs: int, warmup: int) -> list[Latency]:
+    """Latency of one call of the package and of NeMo on the contract's example inputs."""
+    inputs = example_inputs(contract[name])
+    window_s = contract.window_samples / contract.model.sample_rate
+    results = []
+    for side, runtime in ((package.backend, package), ("nemo", nemo_runtime(model, contract, name))):
+        mean, stdev = time_predict(runtime, inputs, runs, warmup)
+        results.append(Latency(name, side, mean, stdev, mean / window_s))
+    return results
+
+
+def write_plots(arrays: dict, out_dir: Path) -> list[Path]:
+    """One PNG per kind of comparison that was made."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    makers = {("preprocessor", "mel"): plots.mel_plot, ("encoder", "encoder"): plots.encoder_error_plot,
+              ("decoder", "decoder"): plots.decoder_error_plot, ("joint", "token_logits"): plots.joint_agreement_plot}
+    written = []
+    for (component, output, case), (expected, actual) in arrays.items():
+        maker = makers.get((component, output))
+        if maker is not None:
+            slug = "".join(ch if ch.isalnum() else "_" for ch in case)
+            written.append(maker(expected, actual, out_dir / f"{component}_{output}_{slug}.png"))
+    return written
+
+
+def load_recorded_model(metadata: dict):
+    """The model named in metadata.json, checked against its recorded weights checksum."""
+    from exporters.checkpoints import load_model
+
+    model = load_model(metadata["model"]["source"])
+    if weights_sha256(model) != metadata["model"]["weights_sha256"]:
+        raise UserError(f"model {metadata['model']['source']!r} no longer matches the exported weights "
+                        "(checksum differs); re-export or pass the original checkpoint")
+    return model
+
+
+def run_compare(packages_dir: Path, audio_path: Path | None, backend: str | None, runs: int, warmup: int,
+                plots_dir: Path | None) -> CompareReport:
+    """Run every gate for the packages in a directory and record the results in its metadata.json."""
+    from exporters.contract import contract_for_model
+
+    metadata = read_metadata(packages_dir)
+    model = load_recorded_model(metadata)
+    contract = contract_for_model(model)
+    clip = audio_path or DEFAULT_CLIP
+    if not Path(clip).is_file():
+        raise UserError(f"audio clip not found: {clip}")
+    samples = load_audio(clip, contract.model.sample_rate)
+    audio_signal, audio_length = fit_window(samples, contract.window_samples)
+    opened = {name: load(packages_dir / entry["file"], backend) for name, entry in metadata["packages"].items()}
+    precision = metadata["precision"]
+    with recording() as arrays:
+        diffs = clip_gates(model, contract, opened.__getitem__, precision, Path(clip).name, audio_signal,
+                           audio_length, default_tokens(contract), list(opened))
+    report = CompareReport(diffs)
+    for name, package in opened.items():
+        report.latencies += measure_latency(model, contract, name, package, runs, warmup)
+    if plots_dir is not None:
+        report.plots = write_plots(arrays, plots_dir)
+    metadata["parity"] = {
+        "backend": next(iter(opened.values())).backend, "precision": precision, "clip": Path(clip).name,
+        "clip_sha256": hashlib.sha256(Path(clip).read_bytes()).hexdigest(), "versions": tool_versions(),
+        "passed": report.passed, "diffs": [d.to_dict() for d in diffs],
+        "latency": [latency.to_dict() for latency in report.latencies],
+    }
+    write_metadata(packages_dir, metadata)
+    return report

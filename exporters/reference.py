@@ -1,0 +1,87 @@
+"""NeMo itself as the reference side of every comparison, behind the runtime interface.
+
+Each component is computed by calling the NeMo modules directly (not our wrappers), in the
+contract's layout, so the same test code can run a package and NeMo on identical inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from exporters.components.joint import raw_joint_logits
+from exporters.contract import Contract
+from exporters.runtime import TorchRuntime, describe
+
+
+def nemo_preprocessor(model):
+    def run(audio_signal, audio_length):
+        mel, mel_length = model.preprocessor(input_signal=audio_signal, length=audio_length.long())
+        return mel, mel_length.int()
+    return run
+
+
+def nemo_encoder(model):
+    def run(mel, mel_length):
+        encoded, encoded_length = model.encoder(audio_signal=mel, length=mel_length.long())
+        return encoded, encoded_length.int()
+    return run
+
+
+def nemo_mel_encoder(model):
+    def run(audio_signal, audio_length):
+        encoded, encoded_length = model.forward(input_signal=audio_signal, input_signal_length=audio_length.long())
+        return encoded, encoded_length.int()
+    return run
+
+
+def nemo_decoder(model):
+    def run(targets, target_length, h_in, c_in):
+        output, (h_out, c_out) = model.decoder.predict(targets.long(), state=[h_in, c_in], add_sos=False)
+        return output.transpose(1, 2), h_out, c_out
+    return run
+
+
+def nemo_joint_logits(model, encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
+    """NeMo's joint on contract layouts ([1, D, T], [1, H, U]), as raw logits [1, T, U, V+1+K]."""
+    with raw_joint_logits(model.joint) as joint:
+        return joint.joint(encoder.transpose(1, 2), decoder.transpose(1, 2))
+
+
+def nemo_joint(model):
+    def run(encoder, decoder):
+        return nemo_joint_logits(model, encoder, decoder)
+    return run
+
+
+def decisions_from_logits(logits: torch.Tensor, num_token_logits: int) -> tuple[torch.Tensor, ...]:
+    """NeMo's greedy choices from raw joint logits: token id over V+1, its probability, duration index."""
+    token_prob, token_id = logits[..., :num_token_logits].softmax(-1).max(-1)
+    duration = logits[..., num_token_logits:].argmax(-1)
+    return token_id.int(), token_prob, duration.int()
+
+
+def nemo_joint_decision(model, num_token_logits: int):
+    def run(encoder, decoder):
+        return decisions_from_logits(nemo_joint_logits(model, encoder, decoder), num_token_logits)
+    return run
+
+
+def nemo_runtime(model, contract: Contract, name: str) -> TorchRuntime:
+    """NeMo's modules computing one component's outputs from its contract inputs."""
+    functions = {
+        "preprocessor": nemo_preprocessor, "encoder": nemo_encoder, "mel_encoder": nemo_mel_encoder,
+        "decoder": nemo_decoder, "joint": nemo_joint,
+        "joint_decision": lambda m: nemo_joint_decision(m, contract.model.num_token_logits),
+        "joint_decision_single_step": lambda m: nemo_joint_decision(m, contract.model.num_token_logits),
+    }
+    component = contract[name]
+    return TorchRuntime(functions[name](model), describe(component.inputs), describe(component.outputs))
+
+
+def nemo_decoder_sequence(model, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NeMo's prediction network over a whole token sequence from zero state: outputs [U, H], h, c."""
+    with torch.no_grad():
+        output, (h, c) = model.decoder.predict(torch.from_numpy(np.asarray(tokens)[None]).long(), state=None,
+                                               add_sos=False)
+    return output[0].numpy(), h.numpy(), c.numpy()

@@ -1,0 +1,43 @@
+"""Parity fixtures: speech clips fitted to the window, and packages opened on the selected backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporters.audio import fit_window, load_audio
+from exporters.parity.gates import default_tokens
+from exporters.runtime import BackendUnavailable, load
+
+AUDIO_FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
+CLIPS = {"long_16s_trimmed": "long_16s.wav", "short_4s_padded": "short_4s.wav"}
+
+
+@pytest.fixture(scope="session", params=list(CLIPS))
+def clip(request, tiny_contract):
+    """(case name, audio_signal [1, window], audio_length [1]) for each committed speech clip."""
+    samples = load_audio(AUDIO_FIXTURES / CLIPS[request.param], tiny_contract.model.sample_rate)
+    return (request.param, *fit_window(samples, tiny_contract.window_samples))
+
+
+@pytest.fixture(scope="session")
+def open_package(backend, tiny_packages, tiny_contract):
+    """Open a tiny package by component name on the selected backend (cached per session)."""
+    opened = {}
+
+    def open_(name: str):
+        if name not in opened:
+            try:
+                opened[name] = load(tiny_packages / tiny_contract[name].package_name, backend)
+            except BackendUnavailable as reason:
+                pytest.skip(str(reason))
+        return opened[name]
+
+    return open_
+
+
+@pytest.fixture(scope="session")
+def non_blank_tokens(tiny_contract):
+    """A fixed target sequence of non-blank tokens covering low, middle and high ids."""
+    return default_tokens(tiny_contract)
