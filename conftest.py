@@ -13,6 +13,7 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from exporters.export import PRECISIONS  # noqa: E402
 
@@ -22,6 +23,13 @@ MARKERS = {
     "macos": "needs Core ML's runtime, which exists only on macOS",
 }
 EXPORTER_SOURCES = Path(__file__).parent / "exporters"
+
+# Fuzzing depth: "ci" keeps the whole suite quick; HYPOTHESIS_PROFILE=nightly digs deeper.
+COMMON_HYPOTHESIS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                               HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=20, **COMMON_HYPOTHESIS)
+settings.register_profile("nightly", max_examples=400, **COMMON_HYPOTHESIS)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser):

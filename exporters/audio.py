@@ -8,6 +8,9 @@ import numpy as np
 
 from exporters.errors import UserError
 
+# Speech clips committed with the project (see fixtures/audio/make_clips.sh); absent from a wheel install.
+FIXTURE_AUDIO_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "audio"
+
 
 def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
     """Mono float32 samples at sample_rate; one clear UserError for anything unusable."""

@@ -28,6 +28,21 @@ def nemo_encoder(model):
     return run
 
 
+def nemo_mel_scale(model, audio_signal: np.ndarray, audio_length: np.ndarray) -> np.ndarray:
+    """NeMo's per-feature normalization divisor (std over valid frames + 1e-5), shaped [1, n_mels, 1]."""
+    from nemo.collections.asr.parts.preprocessing.features import normalize_batch
+
+    featurizer = model.preprocessor.featurizer
+    saved, featurizer.normalize = featurizer.normalize, None
+    try:
+        with torch.no_grad():
+            log_mel, frames = featurizer(torch.from_numpy(audio_signal), torch.from_numpy(audio_length).long())
+            _, _, std = normalize_batch(log_mel, frames, saved)
+    finally:
+        featurizer.normalize = saved
+    return std.numpy()[:, :, None]
+
+
 def nemo_mel_encoder(model):
     def run(audio_signal, audio_length):
         encoded, encoded_length = model.forward(input_signal=audio_signal, input_signal_length=audio_length.long())
@@ -56,7 +71,9 @@ def nemo_joint(model):
 
 def decisions_from_logits(logits: torch.Tensor, num_token_logits: int) -> tuple[torch.Tensor, ...]:
     """NeMo's greedy choices from raw joint logits: token id over V+1, its probability, duration index."""
-    token_prob, token_id = logits[..., :num_token_logits].softmax(-1).max(-1)
+    token_logits = logits[..., :num_token_logits]
+    token_id = token_logits.argmax(-1)  # on raw logits, as NeMo decides (softmax can merge near-ties)
+    token_prob = token_logits.softmax(-1).gather(-1, token_id.unsqueeze(-1)).squeeze(-1)
     duration = logits[..., num_token_logits:].argmax(-1)
     return token_id.int(), token_prob, duration.int()
 

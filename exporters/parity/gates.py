@@ -13,7 +13,8 @@ import torch
 
 from exporters.contract import Contract
 from exporters.parity.diff import Diff, compare, top1_margin
-from exporters.reference import decisions_from_logits, nemo_decoder_sequence, nemo_joint_logits, nemo_runtime
+from exporters.reference import (decisions_from_logits, nemo_decoder_sequence, nemo_joint_logits, nemo_mel_scale,
+                                 nemo_runtime)
 from exporters.runtime import Runtime
 
 DECISION_OUTPUTS = ("token_id", "token_prob", "duration")
@@ -26,7 +27,9 @@ def audio_gate(name: str, model, contract: Contract, package: Runtime, precision
     inputs = {"audio_signal": audio_signal, "audio_length": audio_length}
     expected = nemo_runtime(model, contract, name).predict(inputs)
     actual = package.predict(inputs)
-    return [compare(name, output, precision, case, expected[output], actual[output]) for output in expected]
+    scale = nemo_mel_scale(model, audio_signal, audio_length) if name == "preprocessor" else None
+    return [compare(name, output, precision, case, expected[output], actual[output], scale=scale)
+            for output in expected]
 
 
 def encoder_gate(model, contract: Contract, package: Runtime, precision: str, case: str,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.audio import fit_window, load_audio
+from exporters.audio import FIXTURE_AUDIO_DIR, fit_window, load_audio
 from exporters.contract import Contract
 from exporters.errors import UserError
 from exporters.example_inputs import example_inputs
@@ -21,7 +21,7 @@ from exporters.parity.gates import clip_gates, default_tokens
 from exporters.reference import nemo_runtime
 from exporters.runtime import Runtime, load
 
-DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "long_16s.wav"
+DEFAULT_CLIP = FIXTURE_AUDIO_DIR / "long_16s.wav"
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from exporters.audio import fit_window, load_audio
+from exporters.audio import FIXTURE_AUDIO_DIR, fit_window, load_audio
 from exporters.parity.gates import default_tokens
 from exporters.runtime import BackendUnavailable, load
 
-AUDIO_FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
 CLIPS = {"long_16s_trimmed": "long_16s.wav", "short_4s_padded": "short_4s.wav"}
 
 
 @pytest.fixture(scope="session", params=list(CLIPS))
 def clip(request, tiny_contract):
     """(case name, audio_signal [1, window], audio_length [1]) for each committed speech clip."""
-    samples = load_audio(AUDIO_FIXTURES / CLIPS[request.param], tiny_contract.model.sample_rate)
+    samples = load_audio(FIXTURE_AUDIO_DIR / CLIPS[request.param], tiny_contract.model.sample_rate)
     return (request.param, *fit_window(samples, tiny_contract.window_samples))
 
 

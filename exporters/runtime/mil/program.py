@@ -13,23 +13,16 @@ from coremltools.proto import MIL_pb2, Model_pb2
 from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
 
 MODEL_PATH_PREFIX = "@model_path/"
-BLOB_SENTINEL = 0xDEADBEEF
-BLOB_STORAGE_VERSION = 2
-BLOB_HEADER_BYTES = 64
-BLOB_METADATA = np.dtype(
-    [("sentinel", "<u4"), ("dtype", "<u4"), ("size", "<u8"), ("offset", "<u8"), ("padding_bits", "<u8")]
-)
-
-# MIL storage enum (coremltools/mlmodel/src/MILBlob/Blob/BlobDataType.hpp).
-BLOB_DTYPES = {
-    1: np.dtype(np.float16),
-    2: np.dtype(np.float32),
-    3: np.dtype(np.uint8),
-    4: np.dtype(np.int8),
-    6: np.dtype(np.int16),
-    7: np.dtype(np.uint16),
-    14: np.dtype(np.int32),
-    15: np.dtype(np.uint32),
+# coremltools' blob reader method per stored dtype.
+BLOB_READERS = {
+    np.dtype(np.float16): "read_fp16_data",
+    np.dtype(np.float32): "read_float_data",
+    np.dtype(np.uint8): "read_uint8_data",
+    np.dtype(np.int8): "read_int8_data",
+    np.dtype(np.int16): "read_int16_data",
+    np.dtype(np.uint16): "read_uint16_data",
+    np.dtype(np.int32): "read_int32_data",
+    np.dtype(np.uint32): "read_uint32_data",
 }
 
 _D = MIL_pb2.DataType
@@ -90,6 +83,15 @@ class ShapeRule:
                 low <= size and (high < 0 or size <= high) for size, (low, high) in zip(shape, self.ranges)
             )
         return shape == self.default
+
+    def describe(self) -> str:
+        """The accepted shapes in words."""
+        if self.enumerated:
+            return f"one of the shapes {list(self.enumerated)}"
+        if self.ranges:
+            bounds = (f"[{low}, {high if high >= 0 else 'inf'}]" for low, high in self.ranges)
+            return "shapes within " + " x ".join(bounds)
+        return f"shape {self.default}"
 
 
 @dataclass(frozen=True)
@@ -174,39 +176,31 @@ def op_name(op: MIL_pb2.Operation) -> str:
 
 
 class BlobFile:
-    """A MIL blob storage file (weight.bin) mapped read-only and validated on every read."""
+    """A MIL blob storage file (weight.bin) read with coremltools' own blob reader."""
 
     def __init__(self, path: Path):
+        from coremltools.libmilstoragepython import _BlobStorageReader
+
         self.path = path
         if not path.is_file():
             raise WeightFileError(f"{path}: weight file is missing")
-        self.data = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.empty(0, np.uint8)
-        if self.data.size < BLOB_HEADER_BYTES:
-            self._fail(f"truncated: {self.data.size} bytes, too small for the {BLOB_HEADER_BYTES}-byte header")
-        version = int(self.data[4:8].view("<u4")[0])
-        if version != BLOB_STORAGE_VERSION:
-            self._fail(f"unsupported blob storage version {version} (expected {BLOB_STORAGE_VERSION})")
+        self.reader = _BlobStorageReader(str(path))
 
     def read(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        """The read-only array stored by the blob whose metadata starts at `offset`."""
-        size = self.data.size
-        if offset + BLOB_METADATA.itemsize > size:
-            self._fail(f"truncated: blob metadata at offset {offset} lies past the end of the file ({size} bytes)")
-        meta = self.data[offset : offset + BLOB_METADATA.itemsize].view(BLOB_METADATA)[0]
-        if meta["sentinel"] != BLOB_SENTINEL:
-            self._fail(f"corrupt: bad sentinel {int(meta['sentinel']):#x} at offset {offset} (expected {BLOB_SENTINEL:#x})")
-        stored = BLOB_DTYPES.get(int(meta["dtype"]))
-        if stored != dtype:
-            self._fail(f"corrupt: blob at offset {offset} holds dtype code {int(meta['dtype'])}, program declares {dtype}")
-        start, nbytes = int(meta["offset"]), int(meta["size"])
-        if nbytes != math.prod(shape) * dtype.itemsize:
-            self._fail(f"corrupt: blob at offset {offset} has {nbytes} bytes, shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize}")
-        if start + nbytes > size:
-            self._fail(f"truncated: blob at offset {offset} needs bytes up to {start + nbytes}, file has {size}")
-        return np.frombuffer(self.data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
-
-    def _fail(self, problem: str):
-        raise WeightFileError(f"{self.path}: {problem}")
+        """The array stored by the blob whose metadata starts at `offset`."""
+        method = BLOB_READERS.get(np.dtype(dtype))
+        if method is None:
+            raise WeightFileError(f"{self.path}: no blob reader for dtype {dtype}")
+        try:
+            values = np.asarray(getattr(self.reader, method)(offset))
+        except (RuntimeError, ValueError, IndexError) as error:
+            problem = "truncated" if isinstance(error, (ValueError, IndexError)) else "corrupt"
+            raise WeightFileError(f"{self.path}: {problem}: blob at offset {offset}: {error}") from error
+        count = math.prod(shape)
+        if values.size != count:
+            raise WeightFileError(f"{self.path}: corrupt: blob at offset {offset} holds {values.size} values, "
+                                  f"shape {shape} needs {count}")
+        return values.view(dtype).reshape(shape)
 
 
 class ValueDecoder:
@@ -246,7 +240,7 @@ def _decode_tensor(tensor: MIL_pb2.TensorValue, value_type, dtype, shape) -> Any
         raise ValueError(f"immediate tensor with unsupported type {value_type}")
     if field == "bytes":
         # fp16 and 8-bit immediates are serialised as packed little-endian bytes.
-        array = np.frombuffer(b"".join(tensor.bytes.values), dtype=dtype)
+        array = np.frombuffer(tensor.bytes.values, dtype=dtype)
     else:
         array = np.array(list(getattr(tensor, field).values), dtype=dtype)
     array = array.reshape(shape)

@@ -1,0 +1,62 @@
+"""Hypothesis fuzzing of packages vs NeMo: decoder states and tokens, joint vectors, audio lengths and levels."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from exporters.audio import fit_window
+from exporters.parity.diff import assert_passed
+from exporters.parity.gates import audio_gate, decoder_gate, decoder_state_gate, joint_decision_gate
+
+# LSTM states: ordinary values plus magnitudes where the gates' tanh/sigmoid saturate.
+STATE_VALUES = st.one_of(st.floats(-1, 1, width=32), st.floats(-20, 20, width=32))
+
+
+def state_arrays(shape):
+    return arrays(np.float32, shape, elements=STATE_VALUES)
+
+
+@given(data=st.data())
+def test_decoder_from_arbitrary_state(tiny_model, tiny_contract, open_package, precision, data):
+    """Coverage: any token 0..V (blank included) from bounded and near-saturated h/c states."""
+    shape = tiny_contract["decoder"].input("h_in").shape
+    token = data.draw(st.integers(0, tiny_contract.model.blank_id), label="token")
+    h = data.draw(state_arrays(shape), label="h")
+    c = data.draw(state_arrays(shape), label="c")
+    assert_passed(decoder_state_gate(tiny_model, tiny_contract, open_package("decoder"), precision, "fuzz state",
+                                     token, h, c))
+
+
+@given(tokens=st.lists(st.integers(0, 10**6), min_size=1, max_size=12))
+def test_decoder_chained_calls_equal_nemo_sequence(tiny_model, tiny_contract, open_package, precision, tokens):
+    """Coverage: n chained U=1 calls equal NeMo's prediction network over the same n tokens (blank included)."""
+    ids = np.array(tokens, dtype=np.int32) % (tiny_contract.model.blank_id + 1)
+    assert_passed(decoder_gate(tiny_model, tiny_contract, open_package("decoder"), precision, "fuzz chain", ids))
+
+
+@given(data=st.data())
+def test_joint_decision_on_random_vectors(tiny_model, tiny_contract, open_package, precision, data):
+    """Coverage: single-step decisions match NeMo's argmax wherever the margin is clear, on random vectors."""
+    spec = tiny_contract.model
+    scale = data.draw(st.sampled_from([0.1, 1.0, 5.0]), label="scale")
+    encoder = data.draw(arrays(np.float32, (1, spec.d_model, 1), elements=st.floats(-1, 1, width=32))) * scale
+    decoder = data.draw(arrays(np.float32, (1, spec.pred_hidden, 1), elements=st.floats(-1, 1, width=32)))
+    name = "joint_decision_single_step"
+    assert_passed(joint_decision_gate(name, tiny_model, tiny_contract, open_package(name), precision, "fuzz vectors",
+                                      encoder, [decoder]))
+
+
+@given(length=st.integers(1, 240000), level=st.sampled_from(["quiet", "speech", "loud", "dc offset"]),
+       seed=st.integers(0, 2**16))
+def test_preprocessor_on_random_lengths_and_levels(tiny_model, tiny_contract, open_package, precision, length, level,
+                                                    seed):
+    """Coverage: valid lengths 1..240000 at quiet, normal, full-scale and DC-offset levels."""
+    noise = np.random.default_rng(seed).standard_normal(length).astype(np.float32)
+    samples = {"quiet": 1e-4 * noise, "speech": 0.1 * noise, "loud": np.clip(noise, -1, 1),
+               "dc offset": 0.5 + 0.05 * noise}[level]
+    audio_signal, audio_length = fit_window(samples.astype(np.float32), tiny_contract.window_samples)
+    assert_passed(audio_gate("preprocessor", tiny_model, tiny_contract, open_package("preprocessor"), precision,
+                             f"fuzz {level} {length}", audio_signal, audio_length))
