@@ -155,6 +155,13 @@ def print_compare(report) -> None:
         out.print(f"plot: {path}", highlight=False)
 
 
+from exporters.compile import compile_command  # noqa: E402
+from exporters.lint import lint_command  # noqa: E402
+
+app.command("lint")(lint_command)
+app.command("compile")(compile_command)
+
+
 def main() -> None:
     app()
 

@@ -23,6 +23,7 @@ class ModelSpec:
     blank_id: int  # V
     durations: tuple[int, ...]
     max_symbols_per_step: int | None
+    greedy_semantics: str  # "batched" (NeMo greedy_batch) or "sequential" (NeMo greedy)
 
     @property
     def num_token_logits(self) -> int:
@@ -59,7 +60,19 @@ def inspect_model(model) -> ModelSpec:
         blank_id=int(model.decoder.blank_idx),
         durations=durations,
         max_symbols_per_step=getattr(greedy, "max_symbols", None),
+        greedy_semantics=greedy_semantics(greedy),
     )
+
+
+def greedy_semantics(greedy) -> str:
+    """Which of NeMo's greedy TDT loops the model decodes with (their corner cases differ)."""
+    from nemo.collections.asr.parts.submodules.rnnt_greedy_decoding import GreedyBatchedTDTInfer, GreedyTDTInfer
+
+    if isinstance(greedy, GreedyBatchedTDTInfer):
+        return "batched"
+    if isinstance(greedy, GreedyTDTInfer):
+        return "sequential"
+    raise ValueError(f"not a greedy TDT decoder: {type(greedy).__name__}; set decoding.strategy to greedy_batch")
 
 
 def mel_frames(model, samples: int) -> int:

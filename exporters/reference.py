@@ -102,3 +102,14 @@ def nemo_decoder_sequence(model, tokens: np.ndarray) -> tuple[np.ndarray, np.nda
         output, (h, c) = model.decoder.predict(torch.from_numpy(np.asarray(tokens)[None]).long(), state=None,
                                                add_sos=False)
     return output[0].numpy(), h.numpy(), c.numpy()
+
+
+def nemo_transcriber(model, contract: Contract, joint_mode: str = "joint"):
+    """The package transcriber's exact windowing and loop, with NeMo's modules in place of packages."""
+    import sentencepiece as spm
+
+    from exporters.decoding.transcriber import Transcriber, components_needed
+
+    tokenizer = spm.SentencePieceProcessor(model_proto=model.tokenizer.tokenizer.serialized_model_proto())
+    runtimes = {name: nemo_runtime(model, contract, name) for name in components_needed(joint_mode, False)}
+    return Transcriber(runtimes, contract, tokenizer, joint_mode)

@@ -1,0 +1,79 @@
+"""`parakeet-coreml compile`: compile every .mlpackage to .mlmodelc with Xcode's coremlcompiler (macOS only)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from exporters.errors import UserError
+from exporters.metadata import read_metadata, write_metadata
+
+NEEDS_XCODE = ("compile needs macOS with the Xcode command-line tools (xcrun coremlcompiler); "
+               "not available on this system")
+
+
+def compile_commands(directory: Path, out_dir: Path) -> list[list[str]]:
+    """One `xcrun coremlcompiler compile` command per .mlpackage in directory."""
+    from exporters.lint import package_paths
+
+    return [["xcrun", "coremlcompiler", "compile", str(path), str(out_dir)] for path in package_paths(directory)]
+
+
+def require_coremlcompiler() -> None:
+    """Fail unless this is macOS with xcrun able to find coremlcompiler."""
+    if sys.platform != "darwin" or shutil.which("xcrun") is None:
+        raise UserError(NEEDS_XCODE)
+    found = subprocess.run(["xcrun", "--find", "coremlcompiler"], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise UserError(NEEDS_XCODE)
+
+
+def run_timed(command: list[str]) -> float:
+    """Run one compile command; seconds taken, or a UserError carrying the compiler's last line."""
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = (result.stderr or result.stdout).strip().splitlines() or [f"exit code {result.returncode}"]
+        raise UserError(f"coremlcompiler failed on {Path(command[3]).name}: {reason[-1]}")
+    return time.perf_counter() - started
+
+
+def compile_directory(directory: Path, out_dir: Path) -> dict[str, float]:
+    """Compile every package into out_dir; seconds per package file, also recorded in metadata.json."""
+    metadata = read_metadata(directory)
+    require_coremlcompiler()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds = {Path(command[3]).name: run_timed(command) for command in compile_commands(directory, out_dir)}
+    for entry in metadata["packages"].values():
+        if entry["file"] in seconds:
+            entry["compile_seconds"] = round(seconds[entry["file"]], 3)
+    write_metadata(directory, metadata)
+    return seconds
+
+
+def compile_command(
+    packages: Path = typer.Option(..., help="Export directory (with metadata.json) whose packages to compile."),
+    output_dir: Optional[Path] = typer.Option(None, help="Directory for the .mlmodelc bundles (default: <packages>)."),
+) -> None:
+    """Compile every .mlpackage to .mlmodelc with xcrun coremlcompiler (macOS) and record the seconds taken."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from exporters.cli import fail
+
+    try:
+        seconds = compile_directory(packages, output_dir or packages)
+    except UserError as error:
+        fail(str(error))
+    table = Table(title=f"compiled to {output_dir or packages}")
+    table.add_column("package")
+    table.add_column("seconds")
+    for package, taken in seconds.items():
+        table.add_row(package, f"{taken:.2f}")
+    Console(width=160).print(table)
