@@ -17,6 +17,8 @@ def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
     import soundfile as sf
     import soxr
 
+    if not Path(path).is_file():
+        raise UserError(f"audio file not found: {path}")
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:

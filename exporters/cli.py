@@ -14,6 +14,8 @@ from rich.table import Table
 
 # coremltools draws progress bars per conversion pass; tqdm reads this only when first imported.
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Off macOS coremltools warns at import that its Core ML runtime bindings are missing.
+logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 from exporters.checkpoints import DEFAULT_HF_ID  # noqa: E402
 from exporters.errors import UserError  # noqa: E402
@@ -153,6 +155,46 @@ def print_compare(report) -> None:
     out.print(latency)
     for path in report.plots:
         out.print(f"plot: {path}", highlight=False)
+
+
+
+@app.command()
+def transcribe(
+    audio: Path = typer.Argument(..., help="WAV or FLAC file: any sample rate, mono or stereo, int or float."),
+    packages: Path = typer.Option(..., help="Export directory (with metadata.json)."),
+    json_output: bool = typer.Option(False, "--json", help="Print tokens and words with timestamps as JSON."),
+    fused: bool = typer.Option(False, help="Use the fused packages: mel_encoder and single-step joint_decision."),
+    joint_mode: Optional[str] = typer.Option(None, help="joint, joint_decision or single_step (overrides --fused)."),
+    backend: Optional[str] = typer.Option(None, help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
+) -> None:
+    """Transcribe audio with greedy TDT decoding over the exported packages."""
+    import json
+
+    from exporters.decoding.transcriber import JOINT_MODES
+    from exporters.runtime import BACKENDS
+
+    mode = joint_mode or ("single_step" if fused else "joint")
+    if mode not in JOINT_MODES:
+        fail(f"unknown joint mode {mode!r}; choose one of {', '.join(JOINT_MODES)}")
+    if backend is not None and backend not in BACKENDS:
+        fail(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    try:
+        transcript = run_transcribe(audio, packages, mode, fused, backend)
+    except UserError as error:
+        fail(str(error))
+    typer.echo(json.dumps(transcript.to_dict(), indent=2) if json_output else transcript.text)
+
+
+def run_transcribe(audio: Path, packages: Path, joint_mode: str, fused: bool, backend: str | None):
+    from exporters.audio import load_audio
+    from exporters.decoding.transcriber import open_transcriber
+    from exporters.runtime import BackendUnavailable
+
+    try:
+        transcriber = open_transcriber(packages, backend, joint_mode, fused)
+    except BackendUnavailable as error:
+        raise UserError(str(error)) from error
+    return transcriber.transcribe(load_audio(audio, transcriber.contract.model.sample_rate))
 
 
 from exporters.compile import compile_command  # noqa: E402

@@ -1,0 +1,91 @@
+"""`parakeet-coreml transcribe`: text and JSON on exported packages; any rate/channels/format; bad audio."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from typer.testing import CliRunner
+
+from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
+from exporters.cli import app
+from exporters.decoding.transcriber import open_transcriber
+
+runner = CliRunner()
+CLIP = FIXTURE_AUDIO_DIR / "short_4s.wav"
+
+
+def transcribe(packages, audio, *options):
+    return runner.invoke(app, ["transcribe", str(audio), "--packages", str(packages), "--backend", "mil", *options])
+
+
+@pytest.fixture(scope="module")
+def reference_text(tiny_packages_fp32):
+    return open_transcriber(tiny_packages_fp32, "mil").transcribe(load_audio(CLIP, 16000)).text
+
+
+def test_text_and_json_outputs(tiny_packages_fp32, reference_text):
+    """Coverage: plain text equals the transcriber's; --json carries tokens and words with timestamps."""
+    plain = transcribe(tiny_packages_fp32, CLIP)
+    assert plain.exit_code == 0, plain.output
+    assert plain.output.strip() == reference_text
+    as_json = json.loads(transcribe(tiny_packages_fp32, CLIP, "--json").output)
+    assert as_json["text"] == reference_text
+    assert {"token_id", "piece", "frame", "duration", "start", "end"} <= set(as_json["tokens"][0])
+    assert as_json["words"] and all(w["start"] <= w["end"] for w in as_json["words"])
+
+
+def test_fused_path_gives_the_same_text(tiny_packages_fp32, reference_text):
+    """Coverage: --fused (mel_encoder + single-step joint_decision) transcribes identically."""
+    result = transcribe(tiny_packages_fp32, CLIP, "--fused")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == reference_text
+
+
+def test_stereo_int16_is_downmixed(tiny_packages_fp32, reference_text, tmp_path):
+    """Coverage: a stereo int16 WAV with the clip on both channels transcribes like the mono clip."""
+    mono, rate = sf.read(CLIP, dtype="int16")
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([mono, mono], axis=1), rate, subtype="PCM_16")
+    result = transcribe(tiny_packages_fp32, path)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == reference_text
+
+
+def test_other_rate_float_flac_is_resampled(tiny_packages_fp32, tmp_path):
+    """Coverage: a 44.1 kHz float FLAC is resampled to the model rate; timestamps stay inside the audio."""
+    samples = load_audio(CLIP, 16000)
+    path = tmp_path / "clip.flac"
+    sf.write(path, soxr.resample(samples, 16000, 44100), 44100, subtype="PCM_24")
+    result = transcribe(tiny_packages_fp32, path, "--json")
+    assert result.exit_code == 0, result.output
+    tokens = json.loads(result.output)["tokens"]
+    assert tokens and tokens[-1]["start"] <= len(samples) / 16000
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("missing", "not found"), ("empty", "is empty"), ("garbage", "cannot read audio"), ("nan", "NaN"),
+])
+def test_bad_audio_is_one_line_error(tiny_packages_fp32, tmp_path, kind, fragment):
+    """Coverage: missing, empty, unreadable and NaN audio: one error line, non-zero exit."""
+    path = tmp_path / f"{kind}.wav"
+    if kind == "empty":
+        sf.write(path, np.zeros(0, np.float32), 16000)
+    elif kind == "garbage":
+        path.write_bytes(b"RIFF not really a wave file")
+    elif kind == "nan":
+        sf.write(path, np.array([0.1, np.nan, 0.2] * 1000, np.float32), 16000, subtype="FLOAT")
+    result = transcribe(tiny_packages_fp32, path)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.output
+
+
+def test_packages_dir_without_metadata(tmp_path):
+    """Coverage: a directory that is not an export: one error line."""
+    result = transcribe(tmp_path, CLIP)
+    assert result.exit_code == 2
+    assert "metadata.json" in result.output
