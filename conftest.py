@@ -156,3 +156,44 @@ def full_packages(full_model, full_contract, precision) -> Path:
     from exporters.metadata import weights_sha256
 
     return cached_export(full_model, full_contract, "full-random", weights_sha256(full_model), precision)
+
+
+def stored_fp32_blobs(package_dir: Path):
+    """(const name, blob metadata offset, element count) of every fp32 tensor stored in weight.bin."""
+    import numpy as np
+    from coremltools.proto import MIL_pb2
+
+    from exporters.runtime.mil.program import load_package
+
+    for op in load_package(package_dir).main_block.operations:
+        value = op.attributes["val"] if op.type == "const" else None
+        if value is not None and value.WhichOneof("value") == "blobFileValue":
+            tensor = op.outputs[0].type.tensorType
+            if tensor.dataType == MIL_pb2.FLOAT32:
+                yield (op.outputs[0].name, value.blobFileValue.offset,
+                       int(np.prod([d.constant.size for d in tensor.dimensions])))
+
+
+def perturb_largest_weight(package_dir: Path, factor: float = 1.05) -> str:
+    """Scale the largest stored fp32 weight tensor by `factor`, in place in weight.bin; returns its name."""
+    import struct
+
+    import numpy as np
+
+    name, metadata_offset, _ = max(stored_fp32_blobs(package_dir), key=lambda blob: blob[2])
+    weights = next(Path(package_dir).rglob("weight.bin"))
+    with open(weights, "r+b") as handle:
+        handle.seek(metadata_offset)
+        # MIL blob metadata: uint32 sentinel, uint32 dtype, uint64 size in bytes, uint64 data offset.
+        _, _, size, data_offset = struct.unpack("<IIQQ", handle.read(24))
+        handle.seek(data_offset)
+        values = np.frombuffer(handle.read(size), dtype=np.float32) * np.float32(factor)
+        handle.seek(data_offset)
+        handle.write(values.tobytes())
+    return name
+
+
+@pytest.fixture
+def perturb_package():
+    """perturb_largest_weight(package_dir): one weight tensor of a package copy scaled by 5%."""
+    return perturb_largest_weight

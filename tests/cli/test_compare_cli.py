@@ -1,0 +1,59 @@
+"""`parakeet-coreml compare`: table, metadata record, plots, and a non-zero exit when a gate fails."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from exporters.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def export_copy(tiny_packages_fp32, tmp_path):
+    """A writable copy of the tiny fp32 export (compare writes metadata.json and plots)."""
+    return shutil.copytree(tiny_packages_fp32, tmp_path / "export")
+
+
+def compare(packages, *options):
+    return runner.invoke(app, ["compare", "--packages", str(packages), "--backend", "mil", "--runs", "1",
+                               "--warmup", "0", *options])
+
+
+def test_compare_passes_and_records(export_copy, tiny_contract):
+    """Coverage: exit 0, a table row per output, metadata parity record with latency, and PNG plots."""
+    result = compare(export_copy)
+    assert result.exit_code == 0, result.output
+    assert "parity vs NeMo" in result.output and "latency per call" in result.output
+    parity = json.loads((export_copy / "metadata.json").read_text())["parity"]
+    assert parity["passed"] and parity["backend"] == "mil" and parity["precision"] == "fp32"
+    assert len(parity["clip_sha256"]) == 64 and set(parity["versions"]) >= {"torch", "coremltools", "nemo"}
+    assert {d["component"] for d in parity["diffs"]} == set(tiny_contract.components)
+    assert {(entry["component"], entry["side"]) for entry in parity["latency"]} == {
+        (name, side) for name in tiny_contract.components for side in ("mil", "nemo")}
+    plots = sorted(p.name for p in (export_copy / "plots").glob("*.png"))
+    assert any(p.startswith("preprocessor_mel") for p in plots)
+    assert any(p.startswith("encoder_encoder") for p in plots)
+    assert any(p.startswith("decoder_decoder") for p in plots)
+    assert any(p.startswith("joint_token_logits") for p in plots)
+
+
+def test_compare_fails_on_a_drifted_package(export_copy, tiny_contract, perturb_package):
+    """Coverage: one weight changed in the joint package: exit 1, the joint rows say NO."""
+    perturb_package(export_copy / tiny_contract["joint"].package_name)
+    result = compare(export_copy)
+    assert result.exit_code == 1, result.output
+    failing_rows = [line for line in result.output.splitlines() if "NO" in line]
+    assert failing_rows and all(line.split("│")[1].strip().startswith("joint") for line in failing_rows)
+    assert json.loads((export_copy / "metadata.json").read_text())["parity"]["passed"] is False
+
+
+def test_compare_on_a_non_export_dir(tmp_path):
+    """Coverage: a directory without metadata.json: one error line, exit 2."""
+    result = compare(tmp_path)
+    assert result.exit_code == 2
+    assert [line for line in result.output.splitlines() if line.strip()][0].startswith("error:")
