@@ -37,7 +37,11 @@ def pytest_addoption(parser):
                      help="runtime for exported packages: coreml (macOS), mil (any OS); auto picks per OS")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # Plain `pytest` runs each benchmark once, untimed; `pytest --benchmark-only` measures them.
+    if not config.getoption("benchmark_only", False) and not config.getoption("benchmark_enable", False):
+        config.option.benchmark_disable = True
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     warnings.filterwarnings("ignore", category=DeprecationWarning)

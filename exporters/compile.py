@@ -12,17 +12,21 @@ from typing import Optional
 import typer
 
 from exporters.errors import UserError
+from exporters.lint import package_paths
 from exporters.metadata import read_metadata, write_metadata
 
 NEEDS_XCODE = ("compile needs macOS with the Xcode command-line tools (xcrun coremlcompiler); "
                "not available on this system")
 
 
+def coremlcompiler_args(package: Path, out_dir: Path) -> list[str]:
+    """The command compiling one package to out_dir/<name>.mlmodelc."""
+    return ["xcrun", "coremlcompiler", "compile", str(package), str(out_dir)]
+
+
 def compile_commands(directory: Path, out_dir: Path) -> list[list[str]]:
     """One `xcrun coremlcompiler compile` command per .mlpackage in directory."""
-    from exporters.lint import package_paths
-
-    return [["xcrun", "coremlcompiler", "compile", str(path), str(out_dir)] for path in package_paths(directory)]
+    return [coremlcompiler_args(path, out_dir) for path in package_paths(directory)]
 
 
 def require_coremlcompiler() -> None:
@@ -34,22 +38,23 @@ def require_coremlcompiler() -> None:
         raise UserError(NEEDS_XCODE)
 
 
-def run_timed(command: list[str]) -> float:
-    """Run one compile command; seconds taken, or a UserError carrying the compiler's last line."""
+def compile_timed(package: Path, out_dir: Path) -> float:
+    """Compile one package; seconds taken, or a UserError carrying the compiler's last line."""
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(coremlcompiler_args(package, out_dir), capture_output=True, text=True)
     if result.returncode != 0:
         reason = (result.stderr or result.stdout).strip().splitlines() or [f"exit code {result.returncode}"]
-        raise UserError(f"coremlcompiler failed on {Path(command[3]).name}: {reason[-1]}")
+        raise UserError(f"coremlcompiler failed on {package.name}: {reason[-1]}")
     return time.perf_counter() - started
 
 
 def compile_directory(directory: Path, out_dir: Path) -> dict[str, float]:
     """Compile every package into out_dir; seconds per package file, also recorded in metadata.json."""
     metadata = read_metadata(directory)
+    packages = package_paths(directory)
     require_coremlcompiler()
     out_dir.mkdir(parents=True, exist_ok=True)
-    seconds = {Path(command[3]).name: run_timed(command) for command in compile_commands(directory, out_dir)}
+    seconds = {package.name: compile_timed(package, out_dir) for package in packages}
     for entry in metadata["packages"].values():
         if entry["file"] in seconds:
             entry["compile_seconds"] = round(seconds[entry["file"]], 3)
@@ -69,7 +74,7 @@ def compile_command(
 
     try:
         seconds = compile_directory(packages, output_dir or packages)
-    except UserError as error:
+    except (UserError, OSError) as error:
         fail(str(error))
     table = Table(title=f"compiled to {output_dir or packages}")
     table.add_column("package")

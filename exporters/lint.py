@@ -380,12 +380,12 @@ def lint_command(
         metadata = read_metadata(packages)
         spec_version(target)
         findings = lint_directory(packages, target)
-    except UserError as error:
+        for finding in check_compute_units(metadata, findings):
+            findings[finding.package].append(finding)
+        record_findings(metadata, findings)
+        write_metadata(packages, metadata)
+    except (UserError, OSError) as error:
         fail(str(error))
-    for finding in check_compute_units(metadata, findings):
-        findings[finding.package].append(finding)
-    record_findings(metadata, findings)
-    write_metadata(packages, metadata)
     print_findings(findings)
     errors = sum(f.severity == ERROR for package_findings in findings.values() for f in package_findings)
     if errors:

@@ -1,0 +1,39 @@
+"""What every benchmark records next to its timings."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import pytest
+
+
+def host_description() -> dict:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count()}
+
+
+@pytest.fixture(scope="session")
+def host() -> dict:
+    return host_description()
+
+
+def record(benchmark, *, audio_seconds: float, backend: str, precision: str, model: str, host: dict,
+           compute_unit: str | None = None, **extra) -> None:
+    """Attach real-time factor (compute s per audio s), RTFx and the run's context to a benchmark."""
+    benchmark.extra_info.update({"backend": backend, "compute_unit": compute_unit, "precision": precision,
+                                 "model": model, "host": host, "audio_seconds": audio_seconds, **extra})
+    stats = benchmark.stats
+    if stats is not None and stats.stats.rounds:  # only when timed (pytest --benchmark-only)
+        mean = stats.stats.mean
+        benchmark.extra_info.update({"rtf": mean / audio_seconds, "rtfx": audio_seconds / mean})
+
+
+@pytest.fixture
+def record_run():
+    return record

@@ -1,0 +1,136 @@
+"""pytest-benchmark figures: per component and end to end, per backend; export cost. No time is asserted.
+
+Run `uv run pytest --benchmark-only` to measure; plain `pytest` runs each benchmark once, untimed.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+
+import pytest
+import soundfile as sf
+
+from exporters.components import COMPONENTS
+from exporters.example_inputs import example_inputs
+from exporters.reference import nemo_runtime
+from exporters.runtime import COREML_COMPUTE_UNITS, BackendUnavailable, coreml_available, load
+
+pytestmark = pytest.mark.benchmark
+
+
+def window_seconds(contract) -> float:
+    return contract.window_samples / contract.model.sample_rate
+
+
+@pytest.mark.parametrize("name", list(COMPONENTS))
+def test_component_on_executor(benchmark, record_run, host, tiny_contract, tiny_packages, precision, name):
+    """Coverage: one call of each tiny package through the MIL executor."""
+    package = load(tiny_packages / tiny_contract[name].package_name, "mil")
+    inputs = example_inputs(tiny_contract[name])
+    benchmark(package.predict, inputs)
+    record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend="mil", precision=precision,
+               model="tiny", host=host, component=name)
+
+
+@pytest.mark.parametrize("name", list(COMPONENTS))
+def test_component_on_nemo(benchmark, record_run, host, tiny_model, tiny_contract, name):
+    """Coverage: the same call computed by NeMo's own modules (torch, CPU)."""
+    reference = nemo_runtime(tiny_model, tiny_contract, name)
+    benchmark(reference.predict, example_inputs(tiny_contract[name]))
+    record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend="torch", precision="fp32",
+               model="tiny", host=host, component=name)
+
+
+@pytest.mark.macos
+@pytest.mark.parametrize("compute_unit", COREML_COMPUTE_UNITS)
+@pytest.mark.parametrize("name", list(COMPONENTS))
+def test_component_on_coreml(benchmark, record_run, host, tiny_contract, tiny_packages, precision, name,
+                             compute_unit):
+    """Coverage: one call of each tiny package on Core ML, per compute unit (macOS only)."""
+    if not coreml_available():
+        pytest.skip("Core ML runs only on macOS")
+    package = load(tiny_packages / tiny_contract[name].package_name, "coreml", compute_unit)
+    benchmark(package.predict, example_inputs(tiny_contract[name]))
+    record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend="coreml", precision=precision,
+               model="tiny", host=host, component=name, compute_unit=compute_unit)
+
+
+@pytest.fixture(scope="module")
+def window_clip(tiny_contract, tmp_path_factory):
+    """One full 15 s window of speech, as samples and as a WAV file."""
+    from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
+
+    samples = load_audio(FIXTURE_AUDIO_DIR / "long_16s.wav", tiny_contract.model.sample_rate)
+    samples = samples[:tiny_contract.window_samples]
+    path = tmp_path_factory.mktemp("bench") / "window.wav"
+    sf.write(path, samples, tiny_contract.model.sample_rate)
+    return samples, path
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["modular", "fused"])
+def test_transcribe_window_on_packages(benchmark, record_run, host, tiny_contract, tiny_packages, precision,
+                                       backend, window_clip, fused):
+    """Coverage: one 15 s window transcribed end to end through the packages (modular or fused path)."""
+    from exporters.decoding.transcriber import open_transcriber
+
+    try:
+        transcriber = open_transcriber(tiny_packages, backend, "single_step" if fused else "joint", fused)
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+    benchmark(transcriber.transcribe, window_clip[0])
+    record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend=backend, precision=precision,
+               model="tiny", host=host, path="fused" if fused else "modular")
+
+
+def test_transcribe_window_on_nemo(benchmark, record_run, host, tiny_model, tiny_contract, window_clip):
+    """Coverage: NeMo's own transcribe() of the same window (torch reference)."""
+    benchmark(tiny_model.transcribe, [str(window_clip[1])], batch_size=1, verbose=False)
+    record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend="torch", precision="fp32",
+               model="tiny", host=host)
+
+
+def export_in_child(model: str, precision: str, output_dir) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of `parakeet-coreml convert` in a child process."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "exporters.cli", "convert", "--model", model, "--precision", precision,
+                    "--output-dir", str(output_dir)], check=True, capture_output=True, timeout=3600)
+    seconds = time.perf_counter() - started
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def export_cost(benchmark, record_run, host, model: str, precision: str, tmp_path) -> None:
+    measured = {}
+
+    def run():
+        measured["seconds"], measured["peak_rss_mb"] = export_in_child(model, precision, tmp_path / "out")
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    record_run(benchmark, audio_seconds=15.0, backend="export", precision=precision, model=model, host=host,
+               export_seconds=measured["seconds"], peak_rss_mb=measured["peak_rss_mb"])
+
+
+def test_export_cost_tiny(benchmark, record_run, host, precision, tiny_packages, tmp_path):
+    """Coverage: seconds and peak memory of exporting all tiny components (child process)."""
+    export_cost(benchmark, record_run, host, "tiny", precision, tmp_path)
+
+
+@pytest.mark.full
+def test_export_cost_full_random(benchmark, record_run, host, precision, full_packages, tmp_path):
+    """Coverage: seconds and peak memory of exporting all full-width components (child process)."""
+    export_cost(benchmark, record_run, host, "full-random", precision, tmp_path)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("side", ["mil", "torch"])
+def test_full_random_encoder(benchmark, record_run, host, full_model, full_contract, full_packages, precision, side):
+    """Coverage: the 24-layer encoder on one 15 s window: MIL executor vs the torch encoder, same run."""
+    inputs = example_inputs(full_contract["encoder"])
+    runtime = (load(full_packages / full_contract["encoder"].package_name, "mil") if side == "mil"
+               else nemo_runtime(full_model, full_contract, "encoder"))
+    benchmark.pedantic(runtime.predict, args=(inputs,), rounds=3, warmup_rounds=1)
+    record_run(benchmark, audio_seconds=window_seconds(full_contract), backend=side,
+               precision=precision if side == "mil" else "fp32", model="full-random", host=host,
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -1,0 +1,223 @@
+"""`parakeet-coreml lint`: each rule on the tiny exports and on small synthetic packages, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from exporters import lint
+from exporters.cli import app
+from exporters.metadata import read_metadata
+
+WAVEFORM_PACKAGES = ("parakeet_preprocessor.mlpackage", "parakeet_mel_encoder.mlpackage")
+OTHER_PACKAGES = ("parakeet_encoder.mlpackage", "parakeet_decoder.mlpackage", "parakeet_joint.mlpackage",
+                  "parakeet_joint_decision.mlpackage", "parakeet_joint_decision_single_step.mlpackage")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", params=["fp32", "fp16"])
+def tiny_export(request):
+    """A tiny export directory, once per precision."""
+    return request.getfixturevalue(f"tiny_packages_{request.param}")
+
+
+@pytest.fixture(scope="module")
+def tiny_findings(tiny_export):
+    return lint.lint_directory(tiny_export)
+
+
+@pytest.fixture
+def export_copy(tmp_path, tiny_packages_fp32):
+    """A writable copy of the tiny fp32 export (lint writes into metadata.json)."""
+    return shutil.copytree(tiny_packages_fp32, tmp_path / "export")
+
+
+def rules(findings, rule, severity=None):
+    return [f for f in findings if f.rule == rule and severity in (None, f.severity)]
+
+
+def save_mil_program(program, path, precision="fp32"):
+    """Convert a MIL builder program and save it as an iOS 17 mlpackage."""
+    import coremltools as ct
+
+    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    ct.convert(program, convert_to="mlprogram", minimum_deployment_target=program.functions["main"].opset_version,
+               compute_precision=compute, skip_model_load=True).save(str(path))
+    return path
+
+
+def test_waveform_packages_flagged_for_dimensions(tiny_findings):
+    """Coverage: the 240000-sample waveform input of preprocessor and mel_encoder breaks the 16384 limit."""
+    for package in WAVEFORM_PACKAGES:
+        flagged = rules(tiny_findings[package], lint.RULE_DIMENSION, lint.WARNING)
+        assert any(f.op is None and "audio_signal [1, 240000]" in f.message for f in flagged), flagged
+        assert any(f.op is not None for f in flagged)
+
+
+def test_other_packages_not_flagged_for_dimensions(tiny_findings):
+    """Coverage: encoder, decoder and joint packages stay within the Neural Engine's dimension limit."""
+    for package in OTHER_PACKAGES:
+        assert rules(tiny_findings[package], lint.RULE_DIMENSION) == []
+
+
+def test_tiny_exports_have_no_errors(tiny_findings):
+    """Coverage: the tiny exports (both precisions) raise warnings and info only."""
+    errors = [f for findings in tiny_findings.values() for f in findings if f.severity == lint.ERROR]
+    assert errors == []
+
+
+def test_decoder_lstm_falls_back(tiny_findings):
+    """Coverage: the decoder's two LSTM layers are reported as ops without a Neural Engine kernel."""
+    fallbacks = rules(tiny_findings["parakeet_decoder.mlpackage"], lint.RULE_NO_ANE_KERNEL, lint.INFO)
+    assert [f.op.split()[0] for f in fallbacks] == ["lstm", "lstm"]
+
+
+def test_fp32_front_end_reported_in_fp16_mel_encoder(tiny_packages_fp16):
+    """Coverage: the fp16 mel_encoder keeps its front end in fp32, reported as a count."""
+    findings = lint.lint_package(tiny_packages_fp16 / "parakeet_mel_encoder.mlpackage")
+    [finding] = rules(findings, lint.RULE_FP32_OPS, lint.INFO)
+    assert "compute ops stay fp32" in finding.message
+
+
+def convert_flexible(path, shape):
+    import coremltools as ct
+    import torch
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    traced = torch.jit.trace(Double().eval(), torch.zeros(1, 8))
+    ct.convert(traced, inputs=[ct.TensorType(name="x", shape=shape)], convert_to="mlprogram",
+               minimum_deployment_target=ct.target.iOS17, skip_model_load=True).save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("flexible, severity", [
+    ("range from 1", lint.ERROR), ("enumerated with 1", lint.ERROR), ("range from 4", lint.INFO)])
+def test_flexible_input_lower_bound(tmp_path, flexible, severity):
+    """Coverage: a flexible dimension that may be 1 is an error; other flexible shapes are info."""
+    import coremltools as ct
+
+    shape = {"range from 1": ct.Shape((1, ct.RangeDim(1, 64, default=8))),
+             "enumerated with 1": ct.EnumeratedShapes([(1, 1), (1, 8)]),
+             "range from 4": ct.Shape((1, ct.RangeDim(4, 64, default=8)))}[flexible]
+    findings = lint.lint_package(convert_flexible(tmp_path / "flexible.mlpackage", shape))
+    assert [f.severity for f in rules(findings, lint.RULE_FLEXIBLE)] == [severity]
+
+
+@pytest.mark.parametrize("constant, flagged", [(np.inf, True), (65504.0, False)])
+def test_fp16_constant_overflow(tmp_path, constant, flagged):
+    """Coverage: an fp16 constant that overflowed to inf is an error; fp16's largest finite value is not."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4), dtype=types.fp16)], opset_version=ct.target.iOS17)
+    def program(x):
+        return mb.add(x=x, y=np.array([[1, constant, 3, 4]], dtype=np.float16))
+
+    findings = lint.lint_package(save_mil_program(program, tmp_path / "constant.mlpackage", "fp16"))
+    assert len(rules(findings, lint.RULE_FP16_OVERFLOW, lint.ERROR)) == int(flagged)
+
+
+@pytest.mark.parametrize("rows, flagged", [(40000, True), (129, False)])
+def test_gather_with_int16_indices(tmp_path, rows, flagged):
+    """Coverage: int16 gather indices cannot address a vocabulary over 32768 rows; a small one is fine."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 2), dtype=types.int32)], opset_version=ct.target.iOS17)
+    def program(ids):
+        table = np.zeros((rows, 2), dtype=np.float32)
+        return mb.gather(x=table, indices=mb.cast(x=ids, dtype="int16"), axis=0)
+
+    findings = lint.lint_package(save_mil_program(program, tmp_path / "gather.mlpackage"))
+    assert len(rules(findings, lint.RULE_GATHER_INDICES, lint.ERROR)) == int(flagged)
+
+
+def test_older_spec_version_warned(tmp_path):
+    """Coverage: a package built for iOS 16 (specification version 7) is older than the iOS 17 target."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4), dtype=types.fp32)], opset_version=ct.target.iOS16)
+    def program(x):
+        return mb.mul(x=x, y=2.0)
+
+    findings = lint.lint_package(save_mil_program(program, tmp_path / "old.mlpackage"))
+    [finding] = rules(findings, lint.RULE_SPEC_VERSION, lint.WARNING)
+    assert "iOS16" in finding.message
+
+
+def test_rank_above_five_is_an_error(tmp_path, tiny_packages_fp32):
+    """Coverage: a tensor of rank 6 (coremltools refuses to build one, so the saved spec is edited)."""
+    from coremltools.proto import Model_pb2
+
+    from exporters.runtime.mil.program import root_model_file
+
+    package = shutil.copytree(tiny_packages_fp32 / "parakeet_joint.mlpackage", tmp_path / "joint.mlpackage")
+    model_file = root_model_file(package)
+    spec = Model_pb2.Model.FromString(model_file.read_bytes())
+    block = spec.mlProgram.functions["main"].block_specializations["CoreML7"]
+    relu = next(op for op in block.operations if op.type == "relu")
+    tensor = relu.outputs[0].type.tensorType
+    tensor.dimensions.add().constant.size = 1
+    tensor.dimensions.add().constant.size = 1
+    tensor.rank = len(tensor.dimensions)
+    model_file.write_bytes(spec.SerializeToString())
+    [finding] = rules(lint.lint_package(package), lint.RULE_RANK, lint.ERROR)
+    assert finding.op.startswith("relu")
+
+
+def test_metadata_compute_units_consistent_with_lint(tiny_export, tiny_findings):
+    """Coverage: exported metadata never recommends the Neural Engine for a package lint says it rejects."""
+    assert lint.check_compute_units(read_metadata(tiny_export), tiny_findings) == []
+
+
+def test_neural_engine_recommendation_for_waveform_package_is_an_error(tiny_packages_fp32, tiny_findings):
+    """Coverage: recommending ALL for the waveform-in preprocessor contradicts its dimension findings."""
+    metadata = read_metadata(tiny_packages_fp32)
+    metadata["packages"]["preprocessor"]["recommended_compute_units"] = "ALL"
+    [finding] = lint.check_compute_units(metadata, tiny_findings)
+    assert (finding.package, finding.severity) == ("parakeet_preprocessor.mlpackage", lint.ERROR)
+
+
+def test_cli_passes_tiny_export_and_records_findings(export_copy):
+    """Coverage: the tiny export lints with exit 0 and every package's findings land in metadata.json."""
+    result = runner.invoke(app, ["lint", "--packages", str(export_copy)])
+    assert result.exit_code == 0, result.output
+    assert "ane-dimension" in result.output
+    packages = json.loads((export_copy / "metadata.json").read_text())["packages"]
+    assert all("lint" in entry for entry in packages.values())
+    assert packages["decoder"]["lint"][0]["rule"] == lint.RULE_NO_ANE_KERNEL
+
+
+def test_cli_exits_1_on_errors(export_copy):
+    """Coverage: a compute-unit contradiction is an error: exit 1, findings still recorded."""
+    metadata_file = export_copy / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata["packages"]["mel_encoder"]["recommended_compute_units"] = "CPU_AND_NE"
+    metadata_file.write_text(json.dumps(metadata))
+    result = runner.invoke(app, ["lint", "--packages", str(export_copy)])
+    assert result.exit_code == 1, result.output
+    recorded = json.loads(metadata_file.read_text())["packages"]["mel_encoder"]["lint"]
+    assert any(f["rule"] == lint.RULE_COMPUTE_UNITS for f in recorded)
+
+
+@pytest.mark.parametrize("problem", ["missing directory", "no metadata.json", "unknown target"])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, export_copy, problem):
+    """Coverage: a missing directory, a directory that is no export, or a bad target: one error line, exit 2."""
+    args = {"missing directory": ["--packages", str(tmp_path / "absent")],
+            "no metadata.json": ["--packages", str(tmp_path)],
+            "unknown target": ["--packages", str(export_copy), "--target", "iOS99"]}[problem]
+    result = runner.invoke(app, ["lint", *args])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output

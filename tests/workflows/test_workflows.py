@@ -1,0 +1,63 @@
+"""GitHub Actions workflows: actionlint finds nothing, and the Linux job runs exactly the CI script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+WORKFLOWS = Path(__file__).parents[2] / ".github" / "workflows"
+
+
+def actionlint(*paths: Path) -> subprocess.CompletedProcess:
+    """Run the dev group's actionlint; shell/python integrations off so results never depend on the host."""
+    search_path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    binary = shutil.which("actionlint", path=search_path)
+    if binary is None:
+        pytest.fail("actionlint not installed: run `uv sync` (it is in the dev dependency group)")
+    return subprocess.run([binary, "-no-color", "-shellcheck=", "-pyflakes=", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def workflow_files() -> list[Path]:
+    return sorted(WORKFLOWS.glob("*.yml"))
+
+
+def test_workflows_pass_actionlint():
+    """Coverage: every workflow file is clean under actionlint."""
+    assert workflow_files(), f"no workflows in {WORKFLOWS}"
+    result = actionlint(*workflow_files())
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+def test_actionlint_reports_a_broken_workflow(tmp_path):
+    """Coverage: the check above can fail: a job without runs-on is reported."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  build:\n    steps:\n      - run: echo hi\n")
+    result = actionlint(broken)
+    assert result.returncode == 1
+    assert "runs-on" in result.stdout
+
+
+def test_linux_job_runs_ci_script():
+    """Coverage: the Linux job installs uv and then runs `bash .ci/run`, the same entry point as local CI."""
+    jobs = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]
+    linux = next(job for job in jobs.values() if job["runs-on"] == "ubuntu-latest")
+    commands = [step["run"].strip() for step in linux["steps"] if "run" in step]
+    assert commands[-2:] == ["pip install uv", "bash .ci/run"]
+
+
+def test_macos_job_on_apple_silicon_uploads_artifacts():
+    """Coverage: the macOS job runs on an Apple-silicon runner, lints and compiles, and uploads artifacts."""
+    jobs = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]
+    macos = jobs["macos"]
+    assert macos["runs-on"] == "macos-14"
+    commands = "\n".join(step.get("run", "") for step in macos["steps"])
+    for command in ("parakeet-coreml compile", "parakeet-coreml lint", "--backend coreml", "--benchmark-json"):
+        assert command in commands
+    assert sum(step.get("uses", "").startswith("actions/upload-artifact@") for step in macos["steps"]) == 2
