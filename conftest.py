@@ -19,7 +19,6 @@ from exporters.export import PRECISIONS  # noqa: E402
 
 MARKERS = {
     "full": "exports or runs the full-width (627 M parameter) random model: minutes and ~5 GB per precision",
-    "slow": "takes more than a few seconds even on the tiny model",
     "macos": "needs Core ML's runtime, which exists only on macOS",
 }
 EXPORTER_SOURCES = Path(__file__).parent / "exporters"

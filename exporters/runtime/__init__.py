@@ -58,18 +58,17 @@ def load(path: Path | str, backend: str | None = None, compute_units: str = "CPU
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-ARRAY_DTYPES = {65568: np.float32, 65552: np.float16, 131104: np.int32}  # Core ML ArrayDataType values
-
-
 def package_io(path: Path) -> tuple[tuple[TensorDescription, ...], tuple[TensorDescription, ...]]:
     """Inputs and outputs declared in a package's spec, in order."""
     import coremltools as ct
+
+    from exporters.runtime.mil.program import FEATURE_DTYPES
 
     description = ct.utils.load_spec(str(path)).description
 
     def read(features) -> tuple[TensorDescription, ...]:
         return tuple(TensorDescription(f.name, tuple(f.type.multiArrayType.shape),
-                                       ARRAY_DTYPES[f.type.multiArrayType.dataType]) for f in features)
+                                       FEATURE_DTYPES[f.type.multiArrayType.dataType].type) for f in features)
 
     return read(description.input), read(description.output)
 
