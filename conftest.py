@@ -3,11 +3,13 @@ and the backend the tests run packages on."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import shutil
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -67,25 +69,31 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("precision", PRECISIONS, scope="session")
 
 
-@pytest.fixture(scope="session")
-def tiny_model():
+@dataclass
+class Subject:
+    """A model under test: the loaded NeMo model, its contract, and its exports (made on first use)."""
+
+    source: str
+    model: object
+    contract: object
+    weights_sha: str
+    exports: dict = field(default_factory=dict)
+
+    def packages(self, precision: str) -> Path:
+        if precision not in self.exports:
+            self.exports[precision] = cached_export(self, precision)
+        return self.exports[precision]
+
+
+@functools.cache
+def subject(source: str) -> Subject:
+    """Load a model once per session: 'tiny', 'full-random', 'digits' or any load_model source."""
     from exporters.checkpoints import load_model
-
-    return load_model("tiny")
-
-
-@pytest.fixture(scope="session")
-def tiny_contract(tiny_model):
     from exporters.contract import contract_for_model
-
-    return contract_for_model(tiny_model)
-
-
-@pytest.fixture(scope="session")
-def tiny_weights_sha(tiny_model):
     from exporters.metadata import weights_sha256
 
-    return weights_sha256(tiny_model)
+    model = load_model(source)
+    return Subject(source, model, contract_for_model(model), weights_sha256(model))
 
 
 def source_fingerprint() -> str:
@@ -106,59 +114,63 @@ def export_cache_key(weights_sha: str, precision: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def cached_export(model, contract, source: str, weights_sha: str, precision: str) -> Path:
+def cached_export(model_under_test: Subject, precision: str) -> Path:
     """Export every component once per (model, precision, code, tool versions); reuse afterwards."""
     from exporters.checkpoints import cache_dir
     from exporters.export import ExportSettings, export_packages
 
+    name = model_under_test.source
     exports = cache_dir() / "exports"
-    target = exports / f"{source}-{precision}-{export_cache_key(weights_sha, precision)}"
+    target = exports / f"{name}-{precision}-{export_cache_key(model_under_test.weights_sha, precision)}"
     if (target / "metadata.json").exists():
         return target
-    for stale in exports.glob(f"{source}-{precision}-*"):  # full-width exports take gigabytes each
+    for stale in exports.glob(f"{name}-{precision}-*"):  # full-width exports take gigabytes each
         shutil.rmtree(stale, ignore_errors=True)
-    export_packages(model, contract, source, weights_sha, target,
+    export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha, target,
                     ExportSettings(precision=precision, author="parakeet-coreml tests"))
     return target
 
 
 @pytest.fixture(scope="session")
-def tiny_packages(tiny_model, tiny_contract, tiny_weights_sha, precision) -> Path:
+def tiny_model():
+    return subject("tiny").model
+
+
+@pytest.fixture(scope="session")
+def tiny_contract():
+    return subject("tiny").contract
+
+
+@pytest.fixture(scope="session")
+def tiny_packages(precision) -> Path:
     """Directory holding every tiny package and metadata.json at the parametrized precision."""
-    return cached_export(tiny_model, tiny_contract, "tiny", tiny_weights_sha, precision)
+    return subject("tiny").packages(precision)
 
 
 @pytest.fixture(scope="session")
-def tiny_packages_fp32(tiny_model, tiny_contract, tiny_weights_sha) -> Path:
-    return cached_export(tiny_model, tiny_contract, "tiny", tiny_weights_sha, "fp32")
+def tiny_packages_fp32() -> Path:
+    return subject("tiny").packages("fp32")
 
 
 @pytest.fixture(scope="session")
-def tiny_packages_fp16(tiny_model, tiny_contract, tiny_weights_sha) -> Path:
-    return cached_export(tiny_model, tiny_contract, "tiny", tiny_weights_sha, "fp16")
-
+def tiny_packages_fp16() -> Path:
+    return subject("tiny").packages("fp16")
 
 
 @pytest.fixture(scope="session")
 def full_model():
-    from exporters.checkpoints import load_model
-
-    return load_model("full-random")
+    return subject("full-random").model
 
 
 @pytest.fixture(scope="session")
-def full_contract(full_model):
-    from exporters.contract import contract_for_model
-
-    return contract_for_model(full_model)
+def full_contract():
+    return subject("full-random").contract
 
 
 @pytest.fixture(scope="session")
-def full_packages(full_model, full_contract, precision) -> Path:
+def full_packages(precision) -> Path:
     """Every full-random package at the parametrized precision (minutes on first use, then cached)."""
-    from exporters.metadata import weights_sha256
-
-    return cached_export(full_model, full_contract, "full-random", weights_sha256(full_model), precision)
+    return subject("full-random").packages(precision)
 
 
 def stored_fp32_blobs(package_dir: Path):
@@ -200,3 +212,9 @@ def perturb_largest_weight(package_dir: Path, factor: float = 1.05) -> str:
 def perturb_package():
     """perturb_largest_weight(package_dir): one weight tensor of a package copy scaled by 5%."""
     return perturb_largest_weight
+
+
+@pytest.fixture(scope="session")
+def load_subject():
+    """subject(source): a model under test by load_model source, loaded once per session."""
+    return subject

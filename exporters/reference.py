@@ -84,8 +84,21 @@ def nemo_joint_decision(model, num_token_logits: int):
     return run
 
 
+def nemo_transcribe(model, paths: list[str], **options) -> list:
+    """NeMo's own transcribe(); afterwards the model is put back in eval mode.
+
+    NeMo 2.3.1's transcribe(timestamps=True) leaves the encoder in training mode (dropout on), which
+    would silently randomize every later reference computation on the same model.
+    """
+    try:
+        return model.transcribe(paths, verbose=False, **options)
+    finally:
+        model.eval()
+
+
 def nemo_runtime(model, contract: Contract, name: str) -> TorchRuntime:
-    """NeMo's modules computing one component's outputs from its contract inputs."""
+    """NeMo's modules computing one component's outputs from its contract inputs (in eval mode)."""
+    model.eval()
     functions = {
         "preprocessor": nemo_preprocessor, "encoder": nemo_encoder, "mel_encoder": nemo_mel_encoder,
         "decoder": nemo_decoder, "joint": nemo_joint,

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from exporters.components import COMPONENTS
 from exporters.example_inputs import example_inputs
-from exporters.reference import nemo_runtime
+from exporters.reference import nemo_runtime, nemo_transcribe
 from exporters.runtime import COREML_COMPUTE_UNITS, BackendUnavailable, coreml_available, load
 
 pytestmark = pytest.mark.benchmark
@@ -87,7 +87,7 @@ def test_transcribe_window_on_packages(benchmark, record_run, host, tiny_contrac
 
 def test_transcribe_window_on_nemo(benchmark, record_run, host, tiny_model, tiny_contract, window_clip):
     """Coverage: NeMo's own transcribe() of the same window (torch reference)."""
-    benchmark(tiny_model.transcribe, [str(window_clip[1])], batch_size=1, verbose=False)
+    benchmark(nemo_transcribe, tiny_model, [str(window_clip[1])], batch_size=1)
     record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend="torch", precision="fp32",
                model="tiny", host=host)
 

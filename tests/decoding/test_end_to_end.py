@@ -22,24 +22,27 @@ def nemo_decisions(hypothesis) -> tuple[list[int], list[int], list[int]]:
             hypothesis.token_duration.tolist())
 
 
-@pytest.mark.parametrize("clip_name", ["short_4s", "long_15s"])
 @pytest.mark.parametrize("joint_mode, fused", PATHS)
-def test_fp32_packages_make_nemo_decisions(tiny_packages_fp32, transcriber_for, clips, nemo_hypotheses, clip_name,
-                                          joint_mode, fused):
-    """Coverage: tokens, frames and durations equal NeMo transcribe's exactly, for every decoding path."""
-    transcript = transcriber_for(tiny_packages_fp32, joint_mode, fused).transcribe(clips[clip_name])
-    assert decisions(transcript) == nemo_decisions(nemo_hypotheses[clip_name])
-    assert transcript.text == nemo_hypotheses[clip_name].text
+def test_fp32_packages_make_nemo_decisions(decoding_case, transcriber_for, joint_mode, fused):
+    """Coverage: tokens, frames, durations and text equal NeMo transcribe's exactly, per clip and decoding path."""
+    subject, clips, nemo_hypotheses = decoding_case
+    transcriber = transcriber_for(subject.packages("fp32"), joint_mode, fused)
+    for name, samples in clips.items():
+        transcript = transcriber.transcribe(samples)
+        assert decisions(transcript) == nemo_decisions(nemo_hypotheses[name]), name
+        assert transcript.text == nemo_hypotheses[name].text, name
 
 
-@pytest.mark.parametrize("clip_name", ["short_4s", "long_15s"])
-def test_fp32_word_timestamps_equal_nemo(tiny_packages_fp32, transcriber_for, clips, nemo_hypotheses, clip_name):
-    """Coverage: words and their start/end seconds equal NeMo's word timestamps."""
-    transcript = transcriber_for(tiny_packages_fp32).transcribe(clips[clip_name])
-    expected = nemo_hypotheses[clip_name].timestamp["word"]
-    assert [w.word for w in transcript.words] == [w["word"] for w in expected]
-    np.testing.assert_allclose([(w.start, w.end) for w in transcript.words],
-                               [(w["start"], w["end"]) for w in expected], rtol=0, atol=1e-9)
+def test_fp32_word_timestamps_equal_nemo(decoding_case, transcriber_for):
+    """Coverage: words and their start/end seconds equal NeMo's word timestamps, per clip."""
+    subject, clips, nemo_hypotheses = decoding_case
+    transcriber = transcriber_for(subject.packages("fp32"))
+    for name, samples in clips.items():
+        transcript = transcriber.transcribe(samples)
+        expected = nemo_hypotheses[name].timestamp["word"]
+        assert [w.word for w in transcript.words] == [w["word"] for w in expected], name
+        np.testing.assert_allclose([(w.start, w.end) for w in transcript.words],
+                                   [(w["start"], w["end"]) for w in expected], rtol=0, atol=1e-9, err_msg=name)
 
 
 class RecordingTranscriber(Transcriber):
@@ -69,17 +72,17 @@ def recording(transcriber: Transcriber) -> RecordingTranscriber:
 
 
 @pytest.mark.parametrize("clip_name", ["short_4s", "long_15s"])
-def test_fp16_agreement_and_first_difference_margin(tiny_model, tiny_contract, tiny_packages_fp16, transcriber_for,
-                                                    clips, clip_name):
+def test_fp16_agreement_and_first_difference_margin(decoding_case, transcriber_for, clip_name):
     """Coverage: fp16 decisions agree with NeMo's, or first differ where NeMo's own margin is below fp16 noise."""
-    reference = recording(nemo_transcriber(tiny_model, tiny_contract))
-    package = recording(transcriber_for(tiny_packages_fp16))
+    subject, clips, _ = decoding_case
+    reference = recording(nemo_transcriber(subject.model, subject.contract))
+    package = recording(transcriber_for(subject.packages("fp16")))
     reference.transcribe(clips[clip_name])
     package.transcribe(clips[clip_name])
     ours = [entry[:3] for entry in package.log]
     theirs = [entry[:3] for entry in reference.log]
     agreeing = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
-    print(f"{clip_name}: fp16 agrees with NeMo on {agreeing} of {len(theirs)} decisions")
+    print(f"{subject.source} {clip_name}: fp16 agrees with NeMo on {agreeing} of {len(theirs)} decisions")
     if ours == theirs:
         return
     frame, token, duration, token_margin, duration_margin = reference.log[agreeing]

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
-from exporters.reference import nemo_transcriber
+from exporters.reference import nemo_transcribe, nemo_transcriber
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_first_window_equals_nemo_transcribe_of_its_15s(tiny_model, tiny_contrac
     window = tiny_contract.window_samples
     path = tmp_path / "first_window.wav"
     sf.write(path, long_audio[:window], tiny_contract.model.sample_rate)
-    hypothesis = tiny_model.transcribe([str(path)], timestamps=True, batch_size=1, verbose=False)[0]
+    hypothesis = nemo_transcribe(tiny_model, [str(path)], timestamps=True, batch_size=1)[0]
     first = [t for t in transcriber_for(tiny_packages_fp32).transcribe(long_audio).tokens if t.window == 0]
     assert [(t.token_id, t.frame, t.duration) for t in first] == list(zip(
         hypothesis.y_sequence.tolist(), hypothesis.timestamp["timestep"].tolist(),
