@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -127,6 +128,7 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
         for name in settings.components:
             on_progress(name, None)
             results.append(export_component(model, contract, name, settings, staging))
+            gc.collect()  # a full-width component's traced graph and MIL program hold gigabytes
             on_progress(name, results[-1])
         (staging / TOKENIZER_FILE).write_bytes(model.tokenizer.tokenizer.serialized_model_proto())
         write_metadata(staging, build_metadata(
