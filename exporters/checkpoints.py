@@ -3,6 +3,8 @@
 `tiny` and `full-random` are built from a config mirroring parakeet-tdt-0.6b-v3's topology
 (see `v3_config`), with a SentencePiece BPE tokenizer trained on text shipped in `fixtures/text`.
 Builds are seeded and cached as `.nemo` files keyed by a hash of everything that shapes them.
+`digits` is a small model of the same topology trained on synthesized spoken digits (see `training/`),
+committed as a `.nemo` file, so decoding conformance can run on real words and real TDT durations.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ PRESETS: dict[str, Widths] = {
                           pred_hidden=640, joint_hidden=640, vocab_size=8192),
 }
 TDT_DURATIONS = [0, 1, 2, 3, 4]
+# Trained checkpoints committed to the repository (recipe and numbers: training/README.md).
+TRAINED: dict[str, Path] = {"digits": REPO_ROOT / "fixtures" / "models" / "digits_tdt.nemo"}
 
 
 def cache_dir() -> Path:
@@ -201,9 +205,14 @@ def instantiate_preset(preset: str, tokenizer_dir: Path):
 
 
 def load_model(source: str):
-    """Load a NeMo ASR model from a preset name, a `.nemo` path or a Hugging Face id (eval mode, CPU)."""
+    """Load a NeMo ASR model from a preset or trained-model name, a `.nemo` path or a Hugging Face id
+    (eval mode, CPU)."""
     if source in PRESETS:
         return restore_nemo(build_checkpoint(source))
+    if source in TRAINED:
+        if not TRAINED[source].is_file():
+            raise UserError(f"trained checkpoint {source!r} missing: {TRAINED[source]} (see training/README.md)")
+        return restore_nemo(TRAINED[source])
     path = Path(source)
     if path.suffix == ".nemo" or path.exists() or os.sep in source and not looks_like_hf_id(source):
         if not path.is_file():
@@ -239,7 +248,7 @@ def load_from_hub(model_id: str):
     if not offline and not hub_reachable():
         raise UserError(
             f"cannot reach the Hugging Face Hub to download {model_id!r}; "
-            "pass a path to a .nemo file instead (or the built-in 'tiny' / 'full-random')"
+            "pass a path to a .nemo file instead (or the built-in 'tiny' / 'full-random' / 'digits')"
         )
     try:
         model = ASRModel.from_pretrained(model_id, map_location="cpu")

@@ -56,7 +56,8 @@ def parse_components(value: str) -> tuple[str, ...]:
 
 @app.command()
 def convert(
-    model: str = typer.Option(DEFAULT_HF_ID, help="Hugging Face id, path to a .nemo file, 'tiny' or 'full-random'."),
+    model: str = typer.Option(
+        DEFAULT_HF_ID, help="Hugging Face id, path to a .nemo file, 'tiny', 'full-random' or 'digits'."),
     output_dir: Path = typer.Option(..., help="Directory for the .mlpackage files, tokenizer and metadata.json."),
     precision: str = typer.Option("fp32", help="Compute precision: fp32 or fp16 (I/O stays fp32/int32)."),
     components: str = typer.Option(ALL_COMPONENTS, help="Comma-separated components, or 'all'."),

@@ -126,3 +126,29 @@ def nemo_transcriber(model, contract: Contract, joint_mode: str = "joint"):
     tokenizer = spm.SentencePieceProcessor(model_proto=model.tokenizer.tokenizer.serialized_model_proto())
     runtimes = {name: nemo_runtime(model, contract, name) for name in components_needed(joint_mode, False)}
     return Transcriber(runtimes, contract, tokenizer, joint_mode)
+
+
+def nemo_transcribe_window(model, audio_signal: np.ndarray, audio_length: np.ndarray):
+    """NeMo's transcribe(timestamps=True) steps on one zero-padded window with its true length, batch of 1.
+
+    transcribe() on a file shorter than the window computes its STFT without the zero padding a
+    fixed-window package sees; in a batch with a full-window file it pads the same way, but NeMo 2.3.1's
+    batched greedy TDT then records wrong token durations for batches of more than one. These are
+    transcribe's own steps (forward, rnnt_decoder_predictions_tensor, process_timestamp_outputs) on
+    exactly the package's input.
+    """
+    from nemo.collections.asr.parts.utils.timestamp_utils import process_timestamp_outputs
+    from omegaconf import open_dict
+
+    if not model.cfg.decoding.get("compute_timestamps"):
+        with open_dict(model.cfg.decoding):
+            model.cfg.decoding.compute_timestamps = True
+            model.cfg.decoding.preserve_alignments = True
+        model.change_decoding_strategy(model.cfg.decoding, verbose=False)
+    model.eval()
+    with torch.no_grad():
+        encoded, encoded_length = model.forward(input_signal=torch.from_numpy(audio_signal),
+                                                input_signal_length=torch.from_numpy(audio_length).long())
+        hypotheses = model.decoding.rnnt_decoder_predictions_tensor(encoded, encoded_length, return_hypotheses=True)
+    return process_timestamp_outputs(hypotheses, model.encoder.subsampling_factor,
+                                     model.cfg.preprocessor.window_stride)[0]

@@ -1,10 +1,13 @@
 """Synthesize a small spoken-digits data set with espeak-ng (+ sox) and write NeMo manifests.
 
-    uv run python training/make_digits_data.py [OUT_DIR] [--train N] [--test N]
+    uv run python training/make_digits_data.py [OUT_DIR] [--train N] [--test N] [--write-fixtures]
 
 OUT_DIR defaults to <cache>/digits-data (cache: PARAKEET_COREML_CACHE or ~/.cache/parakeet-coreml).
 Writes OUT_DIR/{train,test}/NNNNN.wav (16 kHz mono 16-bit) and OUT_DIR/{train,test}_manifest.json
 (JSON lines: audio_filepath, duration, text). Seeded: the same arguments give the same files.
+
+--write-fixtures also copies the held-out clips FIXTURE_CLIPS into fixtures/audio/digits/ with their
+texts in transcripts.json (what tests/checkpoints/test_digits_model.py reads).
 
 Held-out clips differ from training in two ways: no held-out digit sequence occurs in training, and
 every held-out clip uses a (voice, variant) pair that no training clip uses (each voice and each
@@ -17,6 +20,7 @@ import argparse
 import itertools
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +29,7 @@ from pathlib import Path
 import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from exporters.checkpoints import cache_dir  # noqa: E402
+from exporters.checkpoints import REPO_ROOT, cache_dir  # noqa: E402
 
 SEED = 20251126
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -36,6 +40,8 @@ PITCHES = (25, 75)  # espeak-ng -p, 0..99
 MAX_WORDS = 5
 MAX_SECONDS = 3.0
 SAMPLE_RATE = 16000
+FIXTURE_CLIPS = (0, 1, 3, 5, 26)  # held-out indices: five different voices, 1 to 5 words
+FIXTURE_DIR = REPO_ROOT / "fixtures" / "audio" / "digits"
 
 
 def voice_split(rng: random.Random) -> tuple[list[str], list[str]]:
@@ -57,8 +63,8 @@ def synthesize(text: str, voice: str, speed: int, pitch: int, out: Path) -> floa
     with tempfile.NamedTemporaryFile(suffix=".wav") as raw:
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", raw.name,
                         text], check=True)
-        subprocess.run(["sox", "-V1", "-D", "-G", raw.name, "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out)],
-                       check=True)
+        subprocess.run(["sox", "-V1", "-D", "-G", raw.name, "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
+                        str(out)], check=True)
     info = soundfile.info(str(out))
     return info.frames / info.samplerate
 
@@ -89,11 +95,27 @@ def make_split(name: str, count: int, voices: list[str], forbidden: set, rng: ra
     return used
 
 
+def write_fixtures(out_dir: Path) -> None:
+    """Copy FIXTURE_CLIPS of the held-out split into the repository, with their texts and provenance."""
+    rows = [json.loads(line) for line in (out_dir / "test_manifest.json").read_text().splitlines()]
+    FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
+    clips = {}
+    for index in FIXTURE_CLIPS:
+        row = rows[index]
+        name = f"heldout_{index:05d}.wav"
+        shutil.copyfile(row["audio_filepath"], FIXTURE_DIR / name)
+        clips[name] = {key: row[key] for key in ("text", "voice", "speed", "pitch", "duration")}
+    note = "Held-out clips of training/make_digits_data.py (--write-fixtures); never seen in training."
+    (FIXTURE_DIR / "transcripts.json").write_text(json.dumps({"note": note, "clips": clips}, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", nargs="?", type=Path, default=cache_dir() / "digits-data")
-    parser.add_argument("--train", type=int, default=1200)
+    parser.add_argument("--train", type=int, default=1500)
     parser.add_argument("--test", type=int, default=100)
+    parser.add_argument("--write-fixtures", action="store_true",
+                        help=f"copy held-out clips {FIXTURE_CLIPS} to {FIXTURE_DIR.relative_to(REPO_ROOT)}")
     args = parser.parse_args()
     rng = random.Random(SEED)
     train_voices, test_voices = voice_split(rng)
@@ -102,6 +124,9 @@ def main() -> None:
     make_split("train", args.train, train_voices, test_sequences, rng, args.out_dir)
     print(f"wrote {args.train} train + {args.test} test clips to {args.out_dir}")
     print(f"held-out voices: {' '.join(test_voices)}")
+    if args.write_fixtures:
+        write_fixtures(args.out_dir)
+        print(f"copied held-out clips {FIXTURE_CLIPS} to {FIXTURE_DIR}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Token and word timestamps from TDT decisions, grouped the way NeMo groups SentencePiece tokens.
 
 NeMo (rnnt_decoding.py, TDT): a token spans [frame, frame + duration) encoder frames; a punctuation
-token is moved to the end of the token before it; a word starts at every token whose piece differs
-from its decoded text (the "▁" word marker) and ends where the next word's first token starts,
-taking the end of its own last token. Seconds = frames × subsampling × hop / sample rate.
+token is moved to the end of the token before it; for subword vocabularies a word starts at every
+token whose piece differs from its decoded text (the "▁" word marker) and ends with the end of its
+own last token; character-like vocabularies split words at space tokens instead (see group_words).
+Seconds = frames × subsampling × hop / sample rate.
 """
 
 from __future__ import annotations
@@ -58,14 +59,40 @@ def starts_word(processor, token_id: int) -> bool:
 
 
 def group_words(timings: list[TokenTiming], processor) -> list[WordTiming]:
-    """Words from token timings, by NeMo's SentencePiece grouping."""
+    """Words from token timings, grouped as NeMo does.
+
+    NeMo first guesses whether the vocabulary is character-like: if the tokens' decoded texts are no
+    longer than one character on average, words are split only at tokens decoding to a space;
+    otherwise at SentencePiece word-start tokens.
+    """
+    texts = [processor.decode([t.token_id]) for t in timings]
+    if sum(len(text) for text in texts) > len(texts):
+        starts = [starts_word(processor, t.token_id) for t in timings]
+        groups = split_before(timings, starts)
+        return [WordTiming(processor.decode([t.token_id for t in group]), group[0].start, group[-1].end)
+                for group in groups]
+    return character_words(timings, texts)
+
+
+def split_before(timings: list[TokenTiming], starts: list[bool]) -> list[list[TokenTiming]]:
     groups: list[list[TokenTiming]] = []
-    for timing in timings:
-        if not groups or starts_word(processor, timing.token_id):
+    for timing, starts_group in zip(timings, starts):
+        if not groups or starts_group:
             groups.append([])
         groups[-1].append(timing)
-    words = []
-    for group in groups:
-        text = processor.decode([t.token_id for t in group])
-        words.append(WordTiming(text, group[0].start, group[-1].end))
-    return words
+    return groups
+
+
+def character_words(timings: list[TokenTiming], texts: list[str]) -> list[WordTiming]:
+    """Words as runs of tokens between tokens that decode to a space (NeMo's character-model rule)."""
+    words, current = [], []
+    for timing, text in zip(timings, texts):
+        if text == " ":
+            if current:
+                words.append(current)
+            current = []
+        else:
+            current.append((timing, text))
+    if current:
+        words.append(current)
+    return [WordTiming("".join(text for _, text in word), word[0][0].start, word[-1][0].end) for word in words]

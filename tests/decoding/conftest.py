@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
+from exporters.audio import FIXTURE_AUDIO_DIR, fit_window, load_audio
 from exporters.decoding.transcriber import open_transcriber
-from exporters.reference import nemo_transcribe
+from exporters.reference import nemo_transcribe_window
 from exporters.runtime import BackendUnavailable
 
 # Random weights exercise the loop hard; the trained digits model emits real words with real durations.
@@ -30,27 +29,13 @@ def window_clips(contract) -> dict[str, np.ndarray]:
     return clips
 
 
-def nemo_transcribe_clips(model, clips: dict[str, np.ndarray], rate: int, directory) -> dict:
-    """NeMo's transcribe(timestamps=True) on all clips in one batch.
-
-    In one batch NeMo zero-pads shorter clips to the longest (one full window) and passes their true
-    lengths: exactly what a fixed-window package receives. Alone, NeMo would reflect-pad its STFT at a
-    clip's end instead, and its features near the end would differ (not comparable).
-    """
-    paths = []
-    for name, samples in clips.items():
-        paths.append(str(directory / f"{name}.wav"))
-        sf.write(paths[-1], samples, rate)
-    hypotheses = nemo_transcribe(model, paths, timestamps=True, batch_size=len(paths))
-    return dict(zip(clips, hypotheses))
-
-
 @pytest.fixture(scope="session")
-def decoding_case(decoding_subject, tmp_path_factory):
-    """(subject, clips, NeMo's hypotheses per clip) for one model under test."""
-    clips = window_clips(decoding_subject.contract)
-    hypotheses = nemo_transcribe_clips(decoding_subject.model, clips, decoding_subject.contract.model.sample_rate,
-                                 tmp_path_factory.mktemp(f"nemo-{decoding_subject.source}"))
+def decoding_case(decoding_subject):
+    """(subject, clips, NeMo's transcription of each clip's window) for one model under test."""
+    contract = decoding_subject.contract
+    clips = window_clips(contract)
+    hypotheses = {name: nemo_transcribe_window(decoding_subject.model, *fit_window(samples, contract.window_samples))
+                  for name, samples in clips.items()}
     return decoding_subject, clips, hypotheses
 
 
