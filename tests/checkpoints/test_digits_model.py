@@ -46,7 +46,9 @@ def test_topology_matches_tiny(digits_model, tiny_model):
     assert digits_model.cfg.preprocessor == tiny_model.cfg.preprocessor
     assert {k: digits_model.cfg.encoder[k] for k in ENCODER_FIELDS} == \
         {k: tiny_model.cfg.encoder[k] for k in ENCODER_FIELDS}
-    assert digits_model.cfg.decoding == tiny_model.cfg.decoding
+    # (cfg.decoding itself is not compared: NeMo's transcribe(timestamps=True) rewrites it in place.)
+    assert (digits_model.cfg.decoding.strategy, digits_model.cfg.decoding.model_type) == \
+        (tiny_model.cfg.decoding.strategy, tiny_model.cfg.decoding.model_type)
     assert digits_model.cfg.loss == tiny_model.cfg.loss
     assert type(digits_model) is type(tiny_model)
 
