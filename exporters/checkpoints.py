@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import socket
 import tempfile
 from dataclasses import asdict, dataclass
@@ -270,9 +269,3 @@ def hub_reachable() -> bool:
     except OSError:
         return False
 
-
-def copy_tokenizer(model, destination: Path) -> Path:
-    """Copy the model's SentencePiece file to destination (a file path)."""
-    shutil.copyfile(model.tokenizer.tokenizer.model_file if hasattr(model.tokenizer.tokenizer, "model_file")
-                    else model.cfg.tokenizer.model_path, destination)
-    return destination
