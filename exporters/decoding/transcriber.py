@@ -26,7 +26,9 @@ from exporters.decoding.timestamps import (TokenTiming, WordTiming, group_words,
 from exporters.metadata import read_metadata
 from exporters.runtime import load
 
-JOINT_MODES = ("joint", "joint_decision", "single_step")
+# Joint path → the package it decides with.
+JOINT_COMPONENT = {"joint": "joint", "joint_decision": "joint_decision", "single_step": "joint_decision_single_step"}
+JOINT_MODES = tuple(JOINT_COMPONENT)
 
 
 @dataclass
@@ -40,14 +42,11 @@ class Transcript:
                 "words": [w.to_dict() for w in self.words]}
 
 
-COMPONENTS_FOR = {"joint": "joint", "joint_decision": "joint_decision", "single_step": "joint_decision_single_step"}
-
-
 def components_needed(joint_mode: str, fused_frontend: bool) -> list[str]:
     if joint_mode not in JOINT_MODES:
         raise ValueError(f"unknown joint mode {joint_mode!r}; choose one of {', '.join(JOINT_MODES)}")
     frontend = ["mel_encoder"] if fused_frontend else ["preprocessor", "encoder"]
-    return [*frontend, "decoder", COMPONENTS_FOR[joint_mode]]
+    return [*frontend, "decoder", JOINT_COMPONENT[joint_mode]]
 
 
 class Transcriber:
@@ -92,7 +91,7 @@ class Transcriber:
         split = self.contract.model.num_token_logits
 
         if self.joint_mode == "single_step":
-            package = self.runtimes["joint_decision_single_step"]
+            package = self.runtimes[JOINT_COMPONENT["single_step"]]
 
             def decide(frame, decoder_output):
                 out = package.predict({"encoder": encoder[:, :, frame:frame + 1], "decoder": decoder_output})
@@ -100,7 +99,7 @@ class Transcriber:
             return decide
 
         # Grid packages score every frame for one decoder state: call once per state, reuse per frame.
-        package = self.runtimes[self.joint_mode]
+        package = self.runtimes[JOINT_COMPONENT[self.joint_mode]]
         last = {"decoder_output": None, "scores": None}
 
         def decide(frame, decoder_output):
