@@ -79,6 +79,13 @@ class Subject:
     weights_sha: str
     exports: dict = field(default_factory=dict)
 
+    @property
+    def trained(self) -> bool:
+        """A trained checkpoint decides with clear margins; random weights give near-ties."""
+        from exporters.checkpoints import TRAINED
+
+        return self.source in TRAINED
+
     def packages(self, precision: str) -> Path:
         if precision not in self.exports:
             self.exports[precision] = cached_export(self, precision)

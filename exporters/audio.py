@@ -39,3 +39,26 @@ def fit_window(samples: np.ndarray, window_samples: int) -> tuple[np.ndarray, np
     signal = np.zeros((1, window_samples), dtype=np.float32)
     signal[0, :valid] = samples[:valid]
     return signal, np.array([valid], dtype=np.int32)
+
+
+def join_with_pauses(clips: list[np.ndarray], sample_rate: int, min_seconds: float = 60.0,
+                     pause_seconds: tuple[float, float] = (0.25, 0.9), seed: int = 0) -> np.ndarray:
+    """Long-form audio: clips in a seeded order, each followed by a seeded pause of silence, cycling
+    through all clips (reshuffled each round) until at least `min_seconds` are reached."""
+    if not clips:
+        raise ValueError("join_with_pauses needs at least one clip")
+    rng = np.random.default_rng(seed)
+    pieces, total = [], 0
+    while total < min_seconds * sample_rate:
+        for index in rng.permutation(len(clips)):
+            pause = np.zeros(int(rng.uniform(*pause_seconds) * sample_rate), np.float32)
+            pieces += [clips[index].astype(np.float32), pause]
+            total += len(clips[index]) + len(pause)
+            if total >= min_seconds * sample_rate:
+                break
+    return np.concatenate(pieces)
+
+
+def held_out_clips(model_name: str, sample_rate: int) -> list[np.ndarray]:
+    """The committed held-out clips of a trained model (fixtures/audio/<model>/heldout_*.wav), in name order."""
+    return [load_audio(path, sample_rate) for path in sorted((FIXTURE_AUDIO_DIR / model_name).glob("heldout_*.wav"))]

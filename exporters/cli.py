@@ -18,6 +18,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 from exporters.checkpoints import DEFAULT_HF_ID  # noqa: E402
+from exporters.decoding.chunking import Chunking  # noqa: E402
 from exporters.errors import UserError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -161,41 +162,85 @@ def print_compare(report) -> None:
 
 @app.command()
 def transcribe(
-    audio: Path = typer.Argument(..., help="WAV or FLAC file: any sample rate, mono or stereo, int or float."),
+    audio: list[Path] = typer.Argument(..., help="WAV/FLAC files (any rate, mono or stereo, int or float), folders "
+                                                  "of them, or NeMo JSON-lines manifests."),
     packages: Path = typer.Option(..., help="Export directory (with metadata.json)."),
-    json_output: bool = typer.Option(False, "--json", help="Print tokens and words with timestamps as JSON."),
+    json_output: bool = typer.Option(False, "--json", help="One file: print tokens and words with timestamps as JSON."),
     fused: bool = typer.Option(False, help="Use the fused packages: mel_encoder and single-step joint_decision."),
     joint_mode: Optional[str] = typer.Option(None, help="joint, joint_decision or single_step (overrides --fused)."),
     backend: Optional[str] = typer.Option(None, help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
+    chunk_seconds: float = typer.Option(Chunking.chunk_seconds, help="Audio longer than the window: decoded chunk."),
+    left_context_seconds: float = typer.Option(Chunking.left_seconds, help="Audio before each chunk in its window."),
+    right_context_seconds: float = typer.Option(Chunking.right_seconds, help="Audio after each chunk in its window."),
 ) -> None:
-    """Transcribe audio with greedy TDT decoding over the exported packages."""
+    """Transcribe audio with greedy TDT decoding over the exported packages.
+
+    One file prints its text (or --json). Several files, a folder or a manifest print JSON lines, one
+    record per file (text, tokens, words, duration, rtf; or error), and exit 1 if any file failed.
+    """
     import json
 
+    from exporters.decoding.batch import MANIFEST_SUFFIXES, expand_inputs
     from exporters.decoding.transcriber import JOINT_MODES
-    from exporters.runtime import BACKENDS
 
     mode = joint_mode or ("single_step" if fused else "joint")
     if mode not in JOINT_MODES:
         fail(f"unknown joint mode {mode!r}; choose one of {', '.join(JOINT_MODES)}")
-    if backend is not None and backend not in BACKENDS:
-        fail(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     try:
-        transcript = run_transcribe(audio, packages, mode, fused, backend)
+        transcriber = open_packages_transcriber(packages, mode, fused, backend,
+                                                Chunking(chunk_seconds, left_context_seconds, right_context_seconds))
+        if len(audio) == 1 and not audio[0].is_dir() and audio[0].suffix.lower() not in MANIFEST_SUFFIXES:
+            transcript = run_transcribe(transcriber, audio[0])
+            typer.echo(json.dumps(transcript.to_dict(), indent=2) if json_output else transcript.text)
+            return
+        files = expand_inputs(audio)
     except UserError as error:
         fail(str(error))
-    typer.echo(json.dumps(transcript.to_dict(), indent=2) if json_output else transcript.text)
+    if not transcribe_many(transcriber, files):
+        raise typer.Exit(code=1)
 
 
-def run_transcribe(audio: Path, packages: Path, joint_mode: str, fused: bool, backend: str | None):
-    from exporters.audio import load_audio
+def open_packages_transcriber(packages: Path, joint_mode: str, fused: bool, backend: str | None, chunking):
+    from exporters.decoding.chunking import check_chunking
     from exporters.decoding.transcriber import open_transcriber
-    from exporters.runtime import BackendUnavailable
+    from exporters.runtime import BACKENDS, BackendUnavailable
 
+    if backend is not None and backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     try:
-        transcriber = open_transcriber(packages, backend, joint_mode, fused)
+        transcriber = open_transcriber(packages, backend, joint_mode, fused, chunking)
     except BackendUnavailable as error:
         raise UserError(str(error)) from error
+    check_chunking(transcriber.contract, chunking)
+    return transcriber
+
+
+def run_transcribe(transcriber, audio: Path):
+    from exporters.audio import load_audio
+
     return transcriber.transcribe(load_audio(audio, transcriber.contract.model.sample_rate))
+
+
+def transcribe_many(transcriber, files: list[Path]) -> bool:
+    """JSON lines on stdout, a progress bar on stderr; False if any file failed (its record says why)."""
+    import json
+
+    from rich.progress import Progress
+
+    from exporters.decoding.batch import file_record
+
+    failed = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("transcribing", total=len(files))
+        for path in files:
+            record = file_record(transcriber, path)
+            failed += "error" in record
+            typer.echo(json.dumps(record))
+            progress.advance(task)
+    if failed:
+        console.print(f"[bold red]error:[/] {failed} of {len(files)} files failed (see their records)",
+                      highlight=False, soft_wrap=True)
+    return failed == 0
 
 
 from exporters.compile import compile_command  # noqa: E402

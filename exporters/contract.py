@@ -13,6 +13,8 @@ Layout decisions (made once, here):
 - joint_decision returns `token_id` over V + 1 (blank = V), `token_prob` (softmax over the V + 1 token
   logits at token_id) and `duration` as the argmax *index* into the durations list.
 - Lengths are int32 `[1]`.
+- The preprocessor also returns the per-feature mean and std it normalized with, `[1, n_mels, 1]`,
+  so a host decoding long audio in windows can renormalize with the whole utterance's statistics.
 """
 
 from __future__ import annotations
@@ -100,6 +102,10 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
              TensorSpec("audio_length", (1,), INT32, "valid samples in audio_signal", samples))
     mel = (TensorSpec("mel", (1, spec.n_mels, mel_frames), FP32, "normalized log-mel features"),
            TensorSpec("mel_length", (1,), INT32, "valid mel frames", mel_frames))
+    feature_stats = (
+        TensorSpec("feature_mean", (1, spec.n_mels, 1), FP32, "per-feature mean of the log-mel over valid frames"),
+        TensorSpec("feature_std", (1, spec.n_mels, 1), FP32, "per-feature std (+1e-5) the mel was divided by"),
+    )
     encoded = (TensorSpec("encoder", (1, spec.d_model, encoder_frames), FP32, "encoder output"),
                TensorSpec("encoder_length", (1,), INT32, "valid encoder frames"))
     state_shape = (spec.pred_layers, 1, spec.pred_hidden)
@@ -129,7 +135,7 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
     logits = TensorSpec("logits", (1, encoder_frames, DECODER_STEPS, spec.num_joint_outputs), FP32,
                         "raw joint logits: V + 1 token logits, then one per duration")
     components = [
-        ComponentContract("preprocessor", audio, mel, waveform_input=True),
+        ComponentContract("preprocessor", audio, mel + feature_stats, waveform_input=True),
         ComponentContract("encoder", mel, encoded),
         ComponentContract("decoder", decoder_inputs, decoder_outputs),
         ComponentContract("joint", joint_inputs(encoder_frames), (logits,)),

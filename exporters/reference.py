@@ -2,6 +2,12 @@
 
 Each component is computed by calling the NeMo modules directly (not our wrappers), in the
 contract's layout, so the same test code can run a package and NeMo on identical inputs.
+
+The reference is NeMo on the user's file: inputs that carry a length (audio, mel) are trimmed to
+their valid prefix before NeMo sees them, as NeMo's transcribe() runs one file alone (batch of 1),
+and outputs are zero-padded back to the window's frames. Frames past the valid length are NeMo's
+pad value (0) for mel and unspecified for encoder output, so gates compare encoder frames up to
+encoder_length only.
 """
 
 from __future__ import annotations
@@ -11,42 +17,70 @@ import torch
 
 from exporters.components.joint import raw_joint_logits
 from exporters.contract import Contract
+from exporters.inspect_model import encoder_frames, mel_frames
 from exporters.runtime import TorchRuntime, describe
 
 
+def trim(signal: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """The valid prefix of a batch-of-1 window: what the user's file holds."""
+    return signal[..., : int(length[0])]
+
+
+def pad_frames(values: torch.Tensor, frames: int) -> torch.Tensor:
+    """Zero-pad the last (time) axis to `frames`: NeMo's pad value for mel, 'unspecified' for encoder."""
+    return torch.nn.functional.pad(values, (0, frames - values.shape[-1]))
+
+
 def nemo_preprocessor(model):
+    """NeMo's preprocessor on the file alone (audio_signal[:, :audio_length]), padded to the window, and
+    the per-feature statistics its normalization used.
+
+    NeMo raises for files of n_fft / 2 samples or fewer (torch's reflect padding needs more).
+    """
     def run(audio_signal, audio_length):
-        mel, mel_length = model.preprocessor(input_signal=audio_signal, length=audio_length.long())
-        return mel, mel_length.int()
+        mel, mel_length = model.preprocessor(input_signal=trim(audio_signal, audio_length),
+                                             length=audio_length.long())
+        mean, std = nemo_feature_stats(model, audio_signal, audio_length)
+        return pad_frames(mel, mel_frames(model, audio_signal.shape[-1])), mel_length.int(), mean, std
     return run
 
 
-def nemo_encoder(model):
-    def run(mel, mel_length):
-        encoded, encoded_length = model.encoder(audio_signal=mel, length=mel_length.long())
-        return encoded, encoded_length.int()
-    return run
-
-
-def nemo_mel_scale(model, audio_signal: np.ndarray, audio_length: np.ndarray) -> np.ndarray:
-    """NeMo's per-feature normalization divisor (std over valid frames + 1e-5), shaped [1, n_mels, 1]."""
+def nemo_feature_stats(model, audio_signal: torch.Tensor, audio_length: torch.Tensor):
+    """NeMo's per-feature normalization mean and divisor (std + 1e-5) on the file, each [1, n_mels, 1]."""
     from nemo.collections.asr.parts.preprocessing.features import normalize_batch
 
     featurizer = model.preprocessor.featurizer
     saved, featurizer.normalize = featurizer.normalize, None
     try:
         with torch.no_grad():
-            log_mel, frames = featurizer(torch.from_numpy(audio_signal), torch.from_numpy(audio_length).long())
-            _, _, std = normalize_batch(log_mel, frames, saved)
+            length = audio_length.long()
+            log_mel, frames = featurizer(trim(audio_signal, length), length)
+            _, mean, std = normalize_batch(log_mel, frames, saved)
     finally:
         featurizer.normalize = saved
-    return std.numpy()[:, :, None]
+    return mean.unsqueeze(-1), std.unsqueeze(-1)
+
+
+def nemo_encoder(model):
+    """NeMo's encoder on the unpadded mel (mel[:, :, :mel_length]), padded to the window's frames."""
+    def run(mel, mel_length):
+        encoded, encoded_length = model.encoder(audio_signal=trim(mel, mel_length), length=mel_length.long())
+        return pad_frames(encoded, encoder_frames(model, mel.shape[-1])), encoded_length.int()
+    return run
+
+
+def nemo_mel_scale(model, audio_signal: np.ndarray, audio_length: np.ndarray) -> np.ndarray:
+    """NeMo's per-feature normalization divisor (std over valid frames + 1e-5) on the file, [1, n_mels, 1]."""
+    return nemo_feature_stats(model, torch.from_numpy(audio_signal), torch.from_numpy(audio_length))[1].numpy()
 
 
 def nemo_mel_encoder(model):
+    """NeMo's preprocessor + encoder on the file alone, padded to the window's encoder frames."""
     def run(audio_signal, audio_length):
-        encoded, encoded_length = model.forward(input_signal=audio_signal, input_signal_length=audio_length.long())
-        return encoded, encoded_length.int()
+        encoded, encoded_length = model.forward(input_signal=trim(audio_signal, audio_length),
+                                                input_signal_length=audio_length.long())
+        window_frames = encoder_frames(model, mel_frames(model, audio_signal.shape[-1]))
+        return pad_frames(encoded, window_frames), encoded_length.int()
     return run
 
 
@@ -90,10 +124,24 @@ def nemo_transcribe(model, paths: list[str], **options) -> list:
     NeMo 2.3.1's transcribe(timestamps=True) leaves the encoder in training mode (dropout on), which
     would silently randomize every later reference computation on the same model.
     """
+    if options.get("timestamps"):
+        word_timestamps_only(model)
     try:
         return model.transcribe(paths, verbose=False, **options)
     finally:
         model.eval()
+
+
+def word_timestamps_only(model) -> None:
+    """Ask NeMo for char and word timestamps but not segments (decisions are unaffected).
+
+    NeMo 2.3.1's segment grouping indexes word[-1] and raises IndexError on an empty word, which a
+    random-weight model produces (a lone word-boundary token); we compare words, never segments.
+    """
+    from omegaconf import open_dict
+
+    with open_dict(model.cfg.decoding):
+        model.cfg.decoding.rnnt_timestamp_type = "word"
 
 
 def nemo_runtime(model, contract: Contract, name: str) -> TorchRuntime:
@@ -117,15 +165,17 @@ def nemo_decoder_sequence(model, tokens: np.ndarray) -> tuple[np.ndarray, np.nda
     return output[0].numpy(), h.numpy(), c.numpy()
 
 
-def nemo_transcriber(model, contract: Contract, joint_mode: str = "joint"):
-    """The package transcriber's exact windowing and loop, with NeMo's modules in place of packages."""
+def nemo_transcriber(model, contract: Contract, joint_mode: str = "joint", chunking=None, fused_frontend=False):
+    """The package transcriber's exact chunking and loop, with NeMo's modules (each window as a file)
+    in place of packages."""
     import sentencepiece as spm
 
+    from exporters.decoding.chunking import Chunking
     from exporters.decoding.transcriber import Transcriber, components_needed
 
     tokenizer = spm.SentencePieceProcessor(model_proto=model.tokenizer.tokenizer.serialized_model_proto())
-    runtimes = {name: nemo_runtime(model, contract, name) for name in components_needed(joint_mode, False)}
-    return Transcriber(runtimes, contract, tokenizer, joint_mode)
+    runtimes = {name: nemo_runtime(model, contract, name) for name in components_needed(joint_mode, fused_frontend)}
+    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking or Chunking())
 
 
 def nemo_transcribe_window(model, audio_signal: np.ndarray, audio_length: np.ndarray):
@@ -140,7 +190,8 @@ def nemo_transcribe_window(model, audio_signal: np.ndarray, audio_length: np.nda
     from nemo.collections.asr.parts.utils.timestamp_utils import process_timestamp_outputs
     from omegaconf import open_dict
 
-    if not model.cfg.decoding.get("compute_timestamps"):
+    if not model.cfg.decoding.get("compute_timestamps") or model.cfg.decoding.get("rnnt_timestamp_type") != "word":
+        word_timestamps_only(model)
         with open_dict(model.cfg.decoding):
             model.cfg.decoding.compute_timestamps = True
             model.cfg.decoding.preserve_alignments = True

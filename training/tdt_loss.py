@@ -22,13 +22,15 @@ def tdt_loss(logits: torch.Tensor, labels: torch.Tensor, act_lens: torch.Tensor,
     each slice is re-normalised here, which undoes a shared shift). labels: [B, >=U] int.
     """
     n_dur = len(durations)
-    label_lp = logits[..., :-n_dur].log_softmax(-1).double() - sigma
+    # Gather the blank and label columns before the float64 recursion: the full [B, T, U+1, V+1]
+    # tensor stays in the logits' dtype (same values, a fraction of the memory and backward time).
+    label_lp = logits[..., :-n_dur].log_softmax(-1)
     dur_lp = logits[..., -n_dur:].log_softmax(-1).double()
     batch, frames, u1, _ = label_lp.shape
-    blank_lp = label_lp[..., blank]  # [B, T, U+1]
+    blank_lp = label_lp[..., blank].double() - sigma  # [B, T, U+1]
     index = labels[:, : u1 - 1].long().clamp(min=0)
     emit_lp = label_lp[:, :, :-1, :].gather(-1, index[:, None, :, None].expand(batch, frames, u1 - 1, 1))
-    emit_lp = emit_lp.squeeze(-1)  # [B, T, U]
+    emit_lp = emit_lp.squeeze(-1).double() - sigma  # [B, T, U]
     zero_col = label_lp.new_zeros(batch, 1)
     neg_col = label_lp.new_full((batch, 1), NEG)
     start = torch.cat([zero_col, label_lp.new_full((batch, u1 - 1), NEG)], dim=1)

@@ -2,20 +2,76 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 
 from exporters.components.base import Component
 
 
+def zero_past(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """x [B, C, T, F] with time steps >= valid [B] set to zero (a select, so inf/NaN there go too).
+
+    masked_fill with a scalar keeps the graph free of full-size constant tensors.
+    """
+    past = torch.arange(x.shape[2], device=x.device).unsqueeze(0) >= valid.unsqueeze(1)
+    return x.masked_fill(past[:, None, :, None], 0.0)
+
+
+def subsample_as_unpadded(pre_encode: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor):
+    """NeMo's ConvSubsampling.forward, with each conv's input zeroed past that stage's valid length.
+
+    NeMo's subsampling convolutions do not mask: on a padded batch, the frames of the last valid
+    outputs read relu(bias) values computed over padding, where the unpadded utterance has the
+    convolution's zero padding. Zeroing past each stage's length makes every valid frame equal NeMo
+    on the unpadded input (measured 4.8e-2 on digits before) and independent of the padding.
+    """
+    from nemo.collections.asr.parts.submodules.subsampling import calc_length
+
+    if not pre_encode.conv2d_subsampling:
+        raise NotImplementedError("only conv2d subsampling (striding, dw_striding) is supported")
+    valid = lengths
+    h = x.unsqueeze(1)  # [B, 1, T, F]
+    for layer in pre_encode.conv:
+        if isinstance(layer, torch.nn.Conv2d):
+            h = zero_past(h, valid)
+            kernel, stride, padding = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+            valid = torch.div(valid + 2 * padding - kernel, stride, rounding_mode="floor") + 1
+        h = layer(h)
+    batch, _, frames, _ = h.shape
+    out = pre_encode.out(h.transpose(1, 2).reshape(batch, frames, -1))
+    out_lengths = calc_length(lengths, all_paddings=pre_encode._left_padding + pre_encode._right_padding,
+                              kernel_size=pre_encode._kernel_size, stride=pre_encode._stride,
+                              ceil_mode=pre_encode._ceil_mode, repeat_num=pre_encode._sampling_num)
+    return out, out_lengths
+
+
+@contextlib.contextmanager
+def unpadded_subsampling(encoder: torch.nn.Module):
+    """Run the encoder with `subsample_as_unpadded` in place of its pre_encode.forward."""
+    pre_encode = encoder.pre_encode
+    pre_encode.forward = functools.partial(subsample_as_unpadded, pre_encode)
+    try:
+        yield encoder
+    finally:
+        del pre_encode.forward
+
+
 class EncoderWrapper(torch.nn.Module):
-    """mel [1, n_mels, M], mel_length [1] int32 → encoder [1, D, T], encoder_length [1] int32."""
+    """mel [1, n_mels, M], mel_length [1] int32 → encoder [1, D, T], encoder_length [1] int32.
+
+    Valid frames equal NeMo's encoder on the unpadded mel[:, :, :mel_length]; whatever lies past
+    mel_length changes nothing on them.
+    """
 
     def __init__(self, encoder: torch.nn.Module):
         super().__init__()
         self.encoder = encoder
 
     def forward(self, mel: torch.Tensor, mel_length: torch.Tensor):
-        encoded, encoded_length = self.encoder(audio_signal=mel, length=mel_length.long())
+        with unpadded_subsampling(self.encoder):
+            encoded, encoded_length = self.encoder(audio_signal=mel, length=mel_length.long())
         return encoded, encoded_length.int()
 
 

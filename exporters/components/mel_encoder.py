@@ -18,7 +18,8 @@ class MelEncoderWrapper(torch.nn.Module):
         self.encoder = encoder
 
     def forward(self, audio_signal: torch.Tensor, audio_length: torch.Tensor):
-        return self.encoder(*self.preprocessor(audio_signal, audio_length))
+        mel, mel_length, _, _ = self.preprocessor(audio_signal, audio_length)
+        return self.encoder(mel, mel_length)
 
 
 MEL_ENCODER = Component(

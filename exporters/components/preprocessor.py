@@ -28,45 +28,99 @@ def exact_dft_basis(n_fft: int, window: torch.Tensor) -> tuple[torch.Tensor, tor
     return (torch.from_numpy(real[:, None, :]).float(), torch.from_numpy(imaginary[:, None, :]).float())
 
 
-class ConvStft:
-    """torch.stft(center=True, reflect padding, one-sided) as two convolutions with an exact basis."""
+def centered_signal(signal: torch.Tensor, length: torch.Tensor, half: int) -> torch.Tensor:
+    """torch.stft(center=True)'s reflect-padded input for the unpadded file signal[:, :length].
 
-    def __init__(self, featurizer: torch.nn.Module):
+    Returns [1, N + 2·half]: position p (from -half) holds sample |p| reflected again at the true
+    end (length + j holds sample length - 2 - j), as torch's reflect padding reads an unpadded file.
+    Whatever the caller left after `length` is never read. Positions whose mirror falls before
+    sample 0 (only when length <= half, where NeMo's own STFT raises) hold zeros.
+    """
+    position = torch.arange(-half, signal.shape[-1] + half, device=signal.device).abs()
+    index = torch.where(position < length, position, 2 * (length - 1) - position)
+    picked = torch.gather(signal, 1, index.clamp(0, signal.shape[-1] - 1).unsqueeze(0))
+    return picked.masked_fill((index < 0).unsqueeze(0), 0.0)
+
+
+class ConvStft:
+    """torch.stft(center=True, reflect padding, one-sided) of the unpadded file, as two convolutions
+    with an exact basis: valid frames of a zero-padded window equal NeMo's STFT of the file alone."""
+
+    def __init__(self, featurizer: torch.nn.Module, length: torch.Tensor):
         self.n_fft = featurizer.n_fft
         self.hop_length = featurizer.hop_length
+        self.length = length
         self.real_basis, self.imaginary_basis = exact_dft_basis(featurizer.n_fft, featurizer.window)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        half = self.n_fft // 2
-        padded = torch.nn.functional.pad(x.unsqueeze(1), (half, half), mode="reflect")
+        padded = centered_signal(x, self.length, self.n_fft // 2).unsqueeze(1)
         real = torch.nn.functional.conv1d(padded, self.real_basis, stride=self.hop_length)
         imaginary = torch.nn.functional.conv1d(padded, self.imaginary_basis, stride=self.hop_length)
         return torch.complex(real, imaginary)
 
 
 @contextlib.contextmanager
-def exact_stft(featurizer: torch.nn.Module):
-    """Run NeMo's featurizer with ConvStft in place of its torch.stft call."""
+def exact_stft(featurizer: torch.nn.Module, length: torch.Tensor):
+    """Run NeMo's featurizer with ConvStft (true end at `length`) in place of its torch.stft call."""
     if featurizer.exact_pad:
         raise NotImplementedError("exact_pad featurizers (center=False) are not supported")
-    featurizer.stft = ConvStft(featurizer)
+    featurizer.stft = ConvStft(featurizer, length)
     try:
         yield featurizer
     finally:
         del featurizer.stft
 
 
+@contextlib.contextmanager
+def normalization_off(featurizer: torch.nn.Module):
+    """Run NeMo's featurizer up to the masked log-mel, without its normalization step."""
+    saved, featurizer.normalize = featurizer.normalize, None
+    try:
+        yield featurizer
+    finally:
+        featurizer.normalize = saved
+
+
+class NormalizedFrontEnd(torch.nn.Module):
+    """NeMo's featurizer on the file (exact STFT, reflected at the true end), then NeMo's own per-feature
+    normalization, returning the statistics it normalized with (so long audio can be renormalized
+    with the whole utterance's statistics, as NeMo computes them)."""
+
+    def __init__(self, featurizer: torch.nn.Module):
+        super().__init__()
+        if featurizer.normalize != "per_feature":
+            raise NotImplementedError(f"normalize={featurizer.normalize!r}: only per_feature (v3's) is supported")
+        self.featurizer = featurizer
+
+    def forward(self, audio_signal: torch.Tensor, length: torch.Tensor):
+        from nemo.collections.asr.parts.preprocessing.features import normalize_batch
+
+        with exact_stft(self.featurizer, length), normalization_off(self.featurizer):
+            log_mel, mel_length = self.featurizer(audio_signal, length)
+        mel, mean, std = normalize_batch(log_mel, mel_length, "per_feature")
+        past = torch.arange(mel.shape[-1], device=mel.device).unsqueeze(0) >= mel_length.unsqueeze(1)
+        mel = mel.masked_fill(past.unsqueeze(1), self.featurizer.pad_value)
+        return mel, mel_length, mean.unsqueeze(-1), std.unsqueeze(-1)
+
+
 class PreprocessorWrapper(torch.nn.Module):
-    """audio_signal [1, S] fp32, audio_length [1] int32 → mel [1, n_mels, M], mel_length [1] int32."""
+    """audio_signal [1, S] fp32, audio_length [1] int32 → mel [1, n_mels, M], mel_length [1] int32,
+    feature_mean, feature_std [1, n_mels, 1] fp32.
+
+    Valid frames equal NeMo's preprocessor on the unpadded audio_signal[:, :audio_length]; samples
+    after audio_length change nothing (frames past mel_length are NeMo's pad value, 0).
+    feature_mean / feature_std are what NeMo's per-feature normalization used (std includes its
+    1e-5 guard): mel × feature_std + feature_mean is the log-mel before normalization.
+    """
 
     def __init__(self, preprocessor: torch.nn.Module):
         super().__init__()
-        self.preprocessor = preprocessor
+        # Held as `preprocessor`: fp16 exports keep every op in this scope fp32 (in_preprocessor).
+        self.preprocessor = NormalizedFrontEnd(preprocessor.featurizer)
 
     def forward(self, audio_signal: torch.Tensor, audio_length: torch.Tensor):
-        with exact_stft(self.preprocessor.featurizer):
-            mel, mel_length = self.preprocessor(input_signal=audio_signal, length=audio_length.long())
-        return mel, mel_length.int()
+        mel, mel_length, mean, std = self.preprocessor(audio_signal, audio_length.long())
+        return mel, mel_length.int(), mean, std
 
 
 def in_preprocessor(op) -> bool:

@@ -65,6 +65,7 @@ class TdtHypothesis:
     decoder_state: object = None
     last_token: int | None = None
     decoder_output: object = None
+    next_frame: int = 0  # where decoding would go on: past num_frames when a jump crossed the chunk's end
 
 
 def decide_from_logits(logits_row: np.ndarray, num_token_logits: int) -> tuple[int, int]:
@@ -104,14 +105,18 @@ class _DecoderContext:
 
 def greedy_tdt_decode(num_frames: int, predict: Predict, decide: Decide, *, blank_id: int,
                       durations: Sequence[int], max_symbols: int | None,
-                      start: TdtHypothesis | None = None, semantics: Semantics = "batched") -> TdtHypothesis:
-    """Greedy TDT decoding of frames 0..num_frames-1, token for token what NeMo's loop would emit.
+                      start: TdtHypothesis | None = None, semantics: Semantics = "batched",
+                      first_frame: int = 0, final: bool = True) -> TdtHypothesis:
+    """Greedy TDT decoding of frames first_frame..num_frames-1, token for token what NeMo's loop emits.
 
-    Seam behaviour: ``start`` (a previous window's result) carries only its decoder context
-    (``decoder_state``, ``last_token``, ``decoder_output``) into this window, like NeMo's
-    ``partial_hypotheses``. Time restarts at frame 0 of this window with a fresh per-frame symbol
-    count; a duration that jumped past the previous window's end is not carried over. The result
-    holds only this window's tokens, with frames relative to this window's frame 0.
+    One utterance is decoded whole (the defaults) or as consecutive chunks of its frames:
+    ``start`` (the previous chunk's result) carries its decoder context (``decoder_state``,
+    ``last_token``, ``decoder_output``) like NeMo's ``partial_hypotheses``, and the caller starts
+    this chunk at ``first_frame`` = where the previous one's ``next_frame`` points (a duration may
+    jump past a chunk's end). Only the utterance's last chunk is ``final``: there NeMo's end-of-
+    utterance rule applies (the batched loop drops a token whose jump reaches the end). A jump never
+    crosses a chunk's end with a per-frame symbol count pending, so chunking changes no decision.
+    Frames in the result are in the caller's frame numbering.
     """
     if semantics not in SEMANTICS:
         raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
@@ -122,7 +127,8 @@ def greedy_tdt_decode(num_frames: int, predict: Predict, decide: Decide, *, blan
     context = _DecoderContext(predict, blank_id, start or TdtHypothesis())
     emitted = TdtHypothesis()
     loop = _batched_loop if semantics == "batched" else _sequential_loop
-    loop(num_frames, context, decide, blank_id, list(durations), max_symbols, emitted)
+    emitted.next_frame = loop(num_frames, context, decide, blank_id, list(durations), max_symbols, emitted,
+                              first_frame, final)
     emitted.decoder_state, emitted.last_token, emitted.decoder_output = context.carried()
     return emitted
 
@@ -135,9 +141,8 @@ def _emit(result: TdtHypothesis, context: _DecoderContext, token: int, frame: in
     context.consume(token)
 
 
-def _batched_loop(num_frames, context, decide, blank_id, durations, max_symbols, result) -> None:
-    """GreedyBatchedTDTInfer's loop-labels decisions for one utterance."""
-    frame = 0
+def _batched_loop(num_frames, context, decide, blank_id, durations, max_symbols, result, frame, final) -> int:
+    """GreedyBatchedTDTInfer's loop-labels decisions; returns the frame to go on from."""
     tokens_on_frame = 0
     while frame < num_frames:
         token, duration_index = decide(frame, context.output())
@@ -146,18 +151,18 @@ def _batched_loop(num_frames, context, decide, blank_id, durations, max_symbols,
             frame += max(duration, 1)
             continue
         next_frame = frame + duration
-        if next_frame >= num_frames:
-            return  # NeMo stores only tokens whose jump lands inside the utterance
+        if final and next_frame >= num_frames:
+            return num_frames  # NeMo stores only tokens whose jump lands inside the utterance
         tokens_on_frame = tokens_on_frame + 1 if result.frames and result.frames[-1] == frame else 1
         _emit(result, context, token, frame, duration)
         if duration == 0 and max_symbols is not None and tokens_on_frame >= max_symbols:
             next_frame += 1
         frame = next_frame
+    return frame
 
 
-def _sequential_loop(num_frames, context, decide, blank_id, durations, max_symbols, result) -> None:
-    """GreedyTDTInfer's decisions for one utterance."""
-    frame = 0
+def _sequential_loop(num_frames, context, decide, blank_id, durations, max_symbols, result, frame, final) -> int:
+    """GreedyTDTInfer's decisions (it emits a token whose jump ends the utterance, so `final` changes nothing)."""
     while frame < num_frames:
         decisions = 0
         duration = 0
@@ -173,3 +178,4 @@ def _sequential_loop(num_frames, context, decide, blank_id, durations, max_symbo
         frame += duration
         if decisions == max_symbols:
             frame += 1
+    return frame

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 class TokenTiming:
     token_id: int
     piece: str
-    window: int
-    frame: int  # encoder frame within its window
+    window: int  # index of the window (chunk) that decoded it
+    frame: int  # encoder frame, counted from the start of the audio
     duration: int  # frames
     start: float  # seconds from the start of the audio
     end: float

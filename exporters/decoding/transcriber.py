@@ -1,15 +1,17 @@
 """Transcribe audio the way app code would: exported packages only, through the runtime interface.
 
-Per 15 s window: preprocessor + encoder (or the fused mel_encoder) once; then the greedy TDT loop
-calls the decoder package one token at a time with h/c fed back, and decides with one of:
+Per window: preprocessor + encoder (or the fused mel_encoder) once; then the greedy TDT loop calls
+the decoder package one token at a time with h/c fed back, and decides with one of:
 - "joint": the raw joint package on the window's frames, split and argmax on the host;
 - "joint_decision": the fused package on the whole (T, U=1) grid, one call per decoder state;
 - "single_step": the fused single-step package on one encoder frame at a time.
 
-Windows: audio longer than one window is cut into consecutive windows (the last zero-padded, its
-true length passed). The decoder state, last token and its decoder output carry across a seam;
-time restarts at frame 0 of the next window, so a duration that jumps past a window's end is not
-carried over (NeMo decoding one long utterance would instead land that jump inside the next frames).
+Audio that fits the package window is one window holding the whole file: the packages reproduce
+NeMo on the unpadded file there (true-end padding, masked subsampling), so the decisions are NeMo
+transcribe()'s. Longer audio is decoded in chunks (`Chunking`): each window holds left context +
+chunk + right context, only the chunk's encoder frames are decoded, and the TDT state carries from
+chunk to chunk (h, c, last token, decoder output, and a duration that jumps past the chunk's end),
+so nothing is merged as text. Frames and times count from the start of the audio.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from exporters.contract import Contract, contract_from_metadata
+from exporters.decoding.chunking import (Chunk, Chunking, chunk_mel_frames, plan_chunks, renormalized,
+                                         utterance_statistics)
 from exporters.decoding.tdt import TdtHypothesis, decide_from_logits, greedy_tdt_decode
 from exporters.decoding.timestamps import (TokenTiming, WordTiming, group_words, punctuation_pieces,
                                            refine_punctuation)
@@ -53,7 +57,7 @@ class Transcriber:
     """Greedy TDT transcription over components behind the runtime interface (packages or NeMo)."""
 
     def __init__(self, runtimes: dict, contract: Contract, tokenizer, joint_mode: str = "joint",
-                 fused_frontend: bool = False):
+                 fused_frontend: bool = False, chunking: Chunking = Chunking()):
         missing = set(components_needed(joint_mode, fused_frontend)) - set(runtimes)
         if missing:
             raise ValueError(f"missing components for {joint_mode}: {', '.join(sorted(missing))}")
@@ -61,22 +65,52 @@ class Transcriber:
         self.contract = contract
         self.joint_mode = joint_mode
         self.fused_frontend = fused_frontend
+        self.chunking = chunking
         self.tokenizer = tokenizer
         self.punctuation = punctuation_pieces(tokenizer)
 
     @property
-    def frame_seconds(self) -> float:
-        spec = self.contract.model
-        return spec.subsampling_factor * spec.hop_length / spec.sample_rate
+    def frame_samples(self) -> int:
+        """Audio samples per encoder frame (hop × subsampling)."""
+        return self.contract.model.subsampling_factor * self.contract.model.hop_length
 
-    def encode(self, audio_signal: np.ndarray, audio_length: np.ndarray) -> tuple[np.ndarray, int]:
-        """Encoder frames [1, D, T] and the number of valid frames for one window."""
-        audio = {"audio_signal": audio_signal, "audio_length": audio_length}
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_samples / self.contract.model.sample_rate
+
+    def encode(self, audio: dict) -> tuple[np.ndarray, int]:
+        """Encoder frames [1, D, T] and the number of valid frames for one window of audio."""
         if self.fused_frontend:
             encoded = self.runtimes["mel_encoder"].predict(audio)
         else:
-            encoded = self.runtimes["encoder"].predict(self.runtimes["preprocessor"].predict(audio))
+            features = self.runtimes["preprocessor"].predict(audio)
+            encoded = self.runtimes["encoder"].predict({"mel": features["mel"], "mel_length": features["mel_length"]})
         return encoded["encoder"], int(encoded["encoder_length"][0])
+
+    def window_audio(self, samples: np.ndarray, chunk: Chunk) -> dict:
+        window = samples[chunk.window_start:chunk.window_end]
+        audio_signal = np.zeros((1, self.contract.window_samples), np.float32)
+        audio_signal[0, :len(window)] = window
+        return {"audio_signal": audio_signal, "audio_length": np.array([len(window)], np.int32)}
+
+    def encoded_windows(self, samples: np.ndarray, chunks: list[Chunk]):
+        """(chunk, encoder frames, valid frames) per chunk. With several chunks and the modular front end,
+        every window's mel is re-normalized with the whole utterance's statistics, as NeMo does on the
+        long file; the fused mel_encoder normalizes each window on its own (an approximation)."""
+        windows = [self.window_audio(samples, chunk) for chunk in chunks]
+        if len(chunks) == 1 or self.fused_frontend:
+            yield from ((chunk, *self.encode(audio)) for chunk, audio in zip(chunks, windows))
+            return
+        features = [self.runtimes["preprocessor"].predict(audio) for audio in windows]
+        spec = self.contract.model
+        raw_chunks = []
+        for chunk, feature in zip(chunks, features):
+            own = chunk_mel_frames(chunk, int(feature["mel_length"][0]), spec.hop_length, spec.subsampling_factor)
+            raw_chunks.append((feature["mel"][0] * feature["feature_std"][0] + feature["feature_mean"][0])[:, own])
+        mean, std = utterance_statistics(raw_chunks)
+        for chunk, feature in zip(chunks, features):
+            encoded = self.runtimes["encoder"].predict(renormalized(feature, mean, std))
+            yield chunk, encoded["encoder"], int(encoded["encoder_length"][0])
 
     def predict(self, token: int, state):
         """One decoder step: (decoder output [1, H, 1], (h, c))."""
@@ -113,30 +147,31 @@ class Transcriber:
         return decide
 
     def transcribe(self, samples: np.ndarray) -> Transcript:
-        """Decode mono samples at the model's sample rate, window by window."""
+        """Decode mono samples at the model's sample rate, chunk by chunk."""
         spec = self.contract.model
-        window = self.contract.window_samples
         timings: list[TokenTiming] = []
-        hypothesis: TdtHypothesis | None = None
-        for index, start in enumerate(range(0, max(len(samples), 1), window)):
-            chunk = samples[start:start + window]
-            audio_signal = np.zeros((1, window), np.float32)
-            audio_signal[0, :len(chunk)] = chunk
-            encoder, frames = self.encode(audio_signal, np.array([len(chunk)], np.int32))
-            hypothesis = greedy_tdt_decode(frames, self.predict, self.decider(encoder), blank_id=spec.blank_id,
+        hypothesis = TdtHypothesis()
+        chunks = plan_chunks(len(samples), self.contract.window_samples, self.frame_samples, spec.sample_rate,
+                             self.chunking)
+        for chunk, encoder, valid_frames in self.encoded_windows(samples, chunks):
+            origin = chunk.window_start // self.frame_samples  # the window's frame 0, in utterance frames
+            end = valid_frames if chunk.final else chunk.end_frame - origin
+            hypothesis = greedy_tdt_decode(end, self.predict, self.decider(encoder), blank_id=spec.blank_id,
                                            durations=spec.durations, max_symbols=spec.max_symbols_per_step,
-                                           start=hypothesis, semantics=spec.greedy_semantics)
-            offset = start / spec.sample_rate
-            timings += [TokenTiming(token, self.tokenizer.id_to_piece(token), index, frame, duration,
-                                    offset + frame * self.frame_seconds, offset + (frame + duration) * self.frame_seconds)
+                                           start=hypothesis, semantics=spec.greedy_semantics,
+                                           first_frame=hypothesis.next_frame - origin, final=chunk.final)
+            timings += [TokenTiming(token, self.tokenizer.id_to_piece(token), chunk.index, origin + frame, duration,
+                                    (origin + frame) * self.frame_seconds,
+                                    (origin + frame + duration) * self.frame_seconds)
                         for token, frame, duration in zip(hypothesis.tokens, hypothesis.frames, hypothesis.durations)]
+            hypothesis.next_frame += origin
         timings = refine_punctuation(timings, self.punctuation)
         return Transcript(self.tokenizer.decode([t.token_id for t in timings]), timings,
                           group_words(timings, self.tokenizer))
 
 
 def open_transcriber(packages_dir: Path, backend: str | None = None, joint_mode: str = "joint",
-                     fused_frontend: bool = False) -> Transcriber:
+                     fused_frontend: bool = False, chunking: Chunking = Chunking()) -> Transcriber:
     """A Transcriber over the exported packages in a directory (metadata.json says which model)."""
     import sentencepiece as spm
 
@@ -145,4 +180,4 @@ def open_transcriber(packages_dir: Path, backend: str | None = None, joint_mode:
     runtimes = {name: load(Path(packages_dir) / contract[name].package_name, backend)
                 for name in components_needed(joint_mode, fused_frontend)}
     tokenizer = spm.SentencePieceProcessor(model_file=str(Path(packages_dir) / metadata["tokenizer"]))
-    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend)
+    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking)

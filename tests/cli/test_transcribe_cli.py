@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ CLIP = FIXTURE_AUDIO_DIR / "short_4s.wav"
 
 
 def transcribe(packages, audio, *options):
-    return runner.invoke(app, ["transcribe", str(audio), "--packages", str(packages), "--backend", "mil", *options])
+    return runner.invoke(app, ["transcribe", str(audio), "--packages", str(packages), "--backend", "mil",
+                               *map(str, options)])
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +91,49 @@ def test_packages_dir_without_metadata(tmp_path):
     result = transcribe(tmp_path, CLIP)
     assert result.exit_code == 2
     assert "metadata.json" in result.output
+
+
+def test_many_files_folder_and_manifest_give_json_lines(tiny_packages_fp32, reference_text, tmp_path):
+    """Coverage: files, a folder and a NeMo manifest in one run: one JSON record per file (text, tokens, words,
+    duration, rtf); a bad file gets its error in its own record, the others go on, and the exit code is 1."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    sf.write(folder / "a.wav", load_audio(CLIP, 16000), 16000)
+    (tmp_path / "broken.wav").write_bytes(b"not audio at all")
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"audio_filepath": "folder/a.wav", "duration": 4.0, "text": "x"}) + "\n")
+    result = transcribe(tiny_packages_fp32, CLIP, tmp_path / "broken.wav", folder, manifest)
+    assert result.exit_code == 1, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [Path(r["audio_filepath"]).name for r in records] == ["short_4s.wav", "broken.wav", "a.wav", "a.wav"]
+    good = [r for r in records if "error" not in r]
+    assert [r["text"] for r in good] == [reference_text] * 3
+    assert all(r["tokens"] and r["words"] and r["duration"] == pytest.approx(4.0, abs=0.5) and r["rtf"] > 0
+               for r in good)
+    assert "cannot read audio" in records[1]["error"]
+
+
+def test_all_good_files_exit_zero(tiny_packages_fp32, tmp_path):
+    """Coverage: a run in which every file transcribes exits 0 with one record each."""
+    result = transcribe(tiny_packages_fp32, CLIP, CLIP)
+    assert result.exit_code == 0, result.output
+    assert len([line for line in result.stdout.splitlines() if line.startswith("{")]) == 2
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--chunk-seconds", "12", "--left-context-seconds", "4"], "exceeds the package window"),
+    (["--chunk-seconds", "0"], "at least one encoder frame"),
+])
+def test_chunking_that_does_not_fit_is_one_line(tiny_packages_fp32, options, message):
+    """Coverage: chunk + contexts larger than the window (or an empty chunk) fail with one line, exit 2."""
+    result = transcribe(tiny_packages_fp32, CLIP, *options)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_bad_manifest_line_is_one_line(tiny_packages_fp32, tmp_path):
+    """Coverage: a manifest line without audio_filepath fails the run with one line naming the line."""
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_text('{"text": "no path"}\n')
+    result = transcribe(tiny_packages_fp32, manifest)
+    assert result.exit_code == 2 and "bad.jsonl:1" in result.output

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
+import soundfile as sf
 
 from exporters.audio import FIXTURE_AUDIO_DIR, fit_window, load_audio
 from exporters.decoding.transcriber import open_transcriber
-from exporters.reference import nemo_transcribe_window
+from exporters.reference import nemo_transcribe, nemo_transcribe_window
 from exporters.runtime import BackendUnavailable
 
 # Random weights exercise the loop hard; the trained digits model emits real words with real durations.
@@ -29,14 +32,47 @@ def window_clips(contract) -> dict[str, np.ndarray]:
     return clips
 
 
+@dataclass
+class DecodingCase:
+    """One model under test, its clips, and NeMo's transcriptions of them.
+
+    `on_file`: NeMo transcribe() on each clip written as its own file, batch of 1 (the reference).
+    `on_window`: NeMo transcribe's steps on the clip zero-padded to the package window with its true
+    length, which is what NeMo computes when it batches the clip with a 15 s file (second check).
+    """
+
+    subject: object
+    clips: dict
+    on_file: dict
+    on_window: dict
+
+
+def write_clips(clips: dict[str, np.ndarray], folder, sample_rate: int) -> list[str]:
+    """Each clip as a float WAV (exact samples), in clip order."""
+    paths = []
+    for name, samples in clips.items():
+        path = folder / f"{name}.wav"
+        sf.write(path, samples, sample_rate, subtype="FLOAT")
+        paths.append(str(path))
+    return paths
+
+
 @pytest.fixture(scope="session")
-def decoding_case(decoding_subject):
-    """(subject, clips, NeMo's transcription of each clip's window) for one model under test."""
-    contract = decoding_subject.contract
-    clips = window_clips(contract)
-    hypotheses = {name: nemo_transcribe_window(decoding_subject.model, *fit_window(samples, contract.window_samples))
-                  for name, samples in clips.items()}
-    return decoding_subject, clips, hypotheses
+def case_for(tmp_path_factory):
+    """case_for(subject, clips, padded_window=False) -> DecodingCase with NeMo's transcriptions."""
+    def make(subject, clips: dict[str, np.ndarray], padded_window: bool = False) -> DecodingCase:
+        contract = subject.contract
+        paths = write_clips(clips, tmp_path_factory.mktemp(f"clips-{subject.source}"), contract.model.sample_rate)
+        on_file = nemo_transcribe(subject.model, paths, timestamps=True, batch_size=1)
+        on_window = {name: nemo_transcribe_window(subject.model, *fit_window(samples, contract.window_samples))
+                     for name, samples in clips.items()} if padded_window else {}
+        return DecodingCase(subject, clips, dict(zip(clips, on_file)), on_window)
+    return make
+
+
+@pytest.fixture(scope="session")
+def decoding_case(decoding_subject, case_for) -> DecodingCase:
+    return case_for(decoding_subject, window_clips(decoding_subject.contract), padded_window=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,56 @@
+"""Many files in one run: inputs from paths, folders and NeMo manifests; one JSON record per file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from exporters.audio import load_audio
+from exporters.errors import UserError
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+MANIFEST_SUFFIXES = (".json", ".jsonl")
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Audio files in order: a folder gives its .wav/.flac files (recursively, sorted), a NeMo JSON-lines
+    manifest its `audio_filepath` entries (relative to the manifest's folder), anything else itself."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        elif path.suffix.lower() in MANIFEST_SUFFIXES:
+            files += manifest_files(path)
+        else:
+            files.append(path)
+    return files
+
+
+def manifest_files(manifest: Path) -> list[Path]:
+    if not manifest.is_file():
+        raise UserError(f"manifest not found: {manifest}")
+    files = []
+    for number, line in enumerate(manifest.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            audio = Path(entry["audio_filepath"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise UserError(f"{manifest}:{number}: not a NeMo manifest line with audio_filepath ({error})") from None
+        files.append(audio if audio.is_absolute() else manifest.parent / audio)
+    return files
+
+
+def file_record(transcriber, path: Path) -> dict:
+    """One file's JSON record: text, tokens, words, duration and real-time factor, or its error."""
+    try:
+        samples = load_audio(path, transcriber.contract.model.sample_rate)
+        started = time.perf_counter()
+        transcript = transcriber.transcribe(samples)
+        seconds = time.perf_counter() - started
+    except UserError as error:
+        return {"audio_filepath": str(path), "error": str(error)}
+    duration = len(samples) / transcriber.contract.model.sample_rate
+    return {"audio_filepath": str(path), **transcript.to_dict(), "duration": duration, "rtf": seconds / duration}

@@ -1,0 +1,120 @@
+"""Audio longer than one window: chunks with left/right context, TDT state carried from chunk to chunk.
+
+References: NeMo's modules driven through the identical chunking (exact), and NeMo transcribe() on the
+whole long file (word for word, on trained models, under a grid-shift stress).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exporters.audio import FIXTURE_AUDIO_DIR, held_out_clips, join_with_pauses, load_audio
+from exporters.decoding.chunking import NORMALIZATION_GUARD, Chunking, plan_chunks
+from exporters.errors import UserError
+from exporters.reference import nemo_transcriber
+
+GRID_SHIFTS = [0.125 * step for step in range(12)]  # seconds of silence before the audio: 0 .. 1.375
+LONG_FORM_SECONDS = 60.0
+
+
+def timeline(transcript):
+    return [(t.token_id, t.window, t.frame, t.duration) for t in transcript.tokens]
+
+
+def word_differences(reference: str, hypothesis: str) -> int:
+    """Substitutions + deletions + insertions between the two word sequences (no normalization)."""
+    import jiwer
+
+    if not reference.split():
+        return len(hypothesis.split())
+    output = jiwer.process_words(reference, hypothesis)
+    return output.substitutions + output.deletions + output.insertions
+
+
+@pytest.fixture(scope="module")
+def speech_36s(tiny_contract) -> np.ndarray:
+    """About 36 s of speech: several chunks, the last one partial."""
+    rate = tiny_contract.model.sample_rate
+    speech = load_audio(FIXTURE_AUDIO_DIR / "long_16s.wav", rate)
+    return np.concatenate([speech, load_audio(FIXTURE_AUDIO_DIR / "short_4s.wav", rate), speech])
+
+
+@pytest.fixture(scope="session")
+def trained_subject(load_subject, request):
+    return load_subject(request.param)
+
+
+def long_form(subject) -> np.ndarray:
+    """At least 60 s of the model's committed held-out clips joined with natural pauses."""
+    rate = subject.contract.model.sample_rate
+    return join_with_pauses(held_out_clips(subject.source, rate), rate, LONG_FORM_SECONDS, seed=0)
+
+
+def test_chunks_tile_the_audio_within_the_window():
+    """Coverage: windows fit the package; chunks cover every frame once; the last runs to the end; bad sizes fail."""
+    frame, window = 1280, 240000
+    for total in (240001, 600000, 1056000, 1056000 + 17):
+        chunks = plan_chunks(total, window, frame, 16000, Chunking())
+        assert all(c.window_end - c.window_start <= window for c in chunks)
+        assert [c.start_frame for c in chunks[1:]] == [c.end_frame for c in chunks[:-1]]
+        assert chunks[0].start_frame == 0 and chunks[-1].final and chunks[-1].window_end == total
+        assert all(not c.final for c in chunks[:-1])
+    assert len(plan_chunks(window, window, frame, 16000, Chunking())) == 1
+    with pytest.raises(UserError, match="exceeds the package window"):
+        plan_chunks(600000, window, frame, 16000, Chunking(chunk_seconds=10, left_seconds=4, right_seconds=4))
+    with pytest.raises(UserError, match="at least one encoder frame"):
+        plan_chunks(600000, window, frame, 16000, Chunking(chunk_seconds=0.01))
+
+
+def test_normalization_guard_is_nemos():
+    """Coverage: the host renormalization adds the same guard to the std as NeMo's normalize_batch."""
+    from nemo.collections.asr.parts.preprocessing.features import CONSTANT
+
+    assert NORMALIZATION_GUARD == CONSTANT
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_chunked_packages_equal_nemo_modules_with_the_same_chunking(tiny_model, tiny_contract, tiny_packages_fp32,
+                                                                     transcriber_for, speech_36s, fused):
+    """Coverage: 36 s through the fp32 packages vs NeMo's modules (each window as a file) through the same
+    chunks, renormalization and loop: identical tokens, chunks, frames and durations."""
+    ours = transcriber_for(tiny_packages_fp32, "joint", fused).transcribe(speech_36s)
+    reference = nemo_transcriber(tiny_model, tiny_contract, fused_frontend=fused).transcribe(speech_36s)
+    assert timeline(ours) == timeline(reference)
+    assert len({t.window for t in ours.tokens}) > 2
+
+
+def test_token_frames_are_continuous_across_chunks(tiny_contract, tiny_packages_fp32, transcriber_for, speech_36s):
+    """Coverage: frames count from the audio start; each token starts at or after the previous token's
+    frame + duration (a jump past a chunk's end lands in the next chunk); times = frame × 80 ms."""
+    tokens = transcriber_for(tiny_packages_fp32).transcribe(speech_36s).tokens
+    spec = tiny_contract.model
+    frame_s = spec.subsampling_factor * spec.hop_length / spec.sample_rate
+    np.testing.assert_allclose([t.start for t in tokens], [t.frame * frame_s for t in tokens])
+    assert all(b.frame >= a.frame + a.duration for a, b in zip(tokens, tokens[1:]) if b.window != a.window)
+    assert all(b.frame >= a.frame for a, b in zip(tokens, tokens[1:]))
+
+
+@pytest.mark.parametrize("trained_subject", ["digits"], indirect=True)
+def test_long_form_grid_shift_has_no_word_differences(trained_subject, transcriber_for, case_for):
+    """Coverage: a >= 60 s long-form clip of held-out speech, shifted by 0..1.375 s in 12 steps: the chunked
+    fp32 packages give NeMo transcribe()'s words on the whole file, every shift; word times monotonic."""
+    audio = long_form(trained_subject)
+    rate = trained_subject.contract.model.sample_rate
+    assert len(audio) >= LONG_FORM_SECONDS * rate
+    transcriber = transcriber_for(trained_subject.packages("fp32"))
+    clips = {f"shift_{shift:.3f}": np.concatenate([np.zeros(int(shift * rate), np.float32), audio])
+             for shift in GRID_SHIFTS}
+    case = case_for(trained_subject, clips)
+    report = {}
+    for name, samples in clips.items():
+        transcript = transcriber.transcribe(samples)
+        report[name] = word_differences(case.on_file[name].text, transcript.text)
+        starts = [w.start for w in transcript.words]
+        assert starts == sorted(starts), name
+        assert all(a.end <= b.start + 1e-9 for a, b in zip(transcript.words, transcript.words[1:])), name
+    words = sum(len(h.text.split()) for h in case.on_file.values())
+    print(f"{trained_subject.source}: {sum(report.values())} word differences in {words} words over "
+          f"{len(GRID_SHIFTS)} shifts: {report}")
+    assert sum(report.values()) == 0, report
