@@ -215,10 +215,30 @@ def perturb_largest_weight(package_dir: Path, factor: float = 1.05) -> str:
     return name
 
 
+def reseal(export_dir: Path) -> None:
+    """Re-record every package checksum in metadata.json: an export that is consistent but drifted, as a
+    conversion regression would produce (what the parity gates, not the checksums, must catch)."""
+    import json
+
+    from exporters.metadata import FILENAME, package_sha256
+
+    path = Path(export_dir) / FILENAME
+    metadata = json.loads(path.read_text())
+    for entry in metadata["packages"].values():
+        entry["sha256"] = package_sha256(Path(export_dir) / entry["file"])
+    path.write_text(json.dumps(metadata, indent=2) + "\n")
+
+
 @pytest.fixture
 def perturb_package():
     """perturb_largest_weight(package_dir): one weight tensor of a package copy scaled by 5%."""
     return perturb_largest_weight
+
+
+@pytest.fixture
+def reseal_export():
+    """reseal(export_dir): metadata.json's checksums re-recorded after a deliberate change."""
+    return reseal
 
 
 @pytest.fixture(scope="session")

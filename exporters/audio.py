@@ -42,23 +42,39 @@ def fit_window(samples: np.ndarray, window_samples: int) -> tuple[np.ndarray, np
 
 
 def join_with_pauses(clips: list[np.ndarray], sample_rate: int, min_seconds: float = 60.0,
-                     pause_seconds: tuple[float, float] = (0.25, 0.9), seed: int = 0) -> np.ndarray:
-    """Long-form audio: clips in a seeded order, each followed by a seeded pause of silence, cycling
-    through all clips (reshuffled each round) until at least `min_seconds` are reached."""
+                     pause_seconds: tuple[float, float] = (0.25, 0.9), seed: int = 0,
+                     noise_level: float = 1e-3) -> tuple[np.ndarray, list[int]]:
+    """Long-form audio: clips in a seeded order, each followed by a seeded pause, cycling through all
+    clips (reshuffled each round) until at least `min_seconds` are reached.
+
+    Pauses, and the whole clip, carry seeded white noise at `noise_level` (-60 dBFS by default), as a
+    room does: seconds of digital silence drive the log-mel to its guard value and skew the per-feature
+    normalization statistics far outside anything the models saw in training.
+
+    Returns the samples and the clip indices in the order they were joined (for the reference text).
+    """
     if not clips:
         raise ValueError("join_with_pauses needs at least one clip")
     rng = np.random.default_rng(seed)
-    pieces, total = [], 0
+    pieces, order, total = [], [], 0
     while total < min_seconds * sample_rate:
         for index in rng.permutation(len(clips)):
             pause = np.zeros(int(rng.uniform(*pause_seconds) * sample_rate), np.float32)
             pieces += [clips[index].astype(np.float32), pause]
+            order.append(int(index))
             total += len(clips[index]) + len(pause)
             if total >= min_seconds * sample_rate:
                 break
-    return np.concatenate(pieces)
+    joined = np.concatenate(pieces)
+    return (joined + noise_level * rng.standard_normal(len(joined))).astype(np.float32), order
 
 
-def held_out_clips(model_name: str, sample_rate: int) -> list[np.ndarray]:
-    """The committed held-out clips of a trained model (fixtures/audio/<model>/heldout_*.wav), in name order."""
-    return [load_audio(path, sample_rate) for path in sorted((FIXTURE_AUDIO_DIR / model_name).glob("heldout_*.wav"))]
+def held_out_clips(model_name: str, sample_rate: int) -> tuple[list[np.ndarray], list[str]]:
+    """The committed held-out clips of a trained model (fixtures/audio/<model>/heldout_*.wav, name order)
+    and their reference texts (transcripts.json beside them)."""
+    import json
+
+    folder = FIXTURE_AUDIO_DIR / model_name
+    texts = json.loads((folder / "transcripts.json").read_text())["clips"]
+    paths = sorted(folder.glob("heldout_*.wav"))
+    return [load_audio(path, sample_rate) for path in paths], [texts[path.name]["text"] for path in paths]

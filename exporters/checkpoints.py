@@ -49,7 +49,8 @@ PRESETS: dict[str, Widths] = {
 }
 TDT_DURATIONS = [0, 1, 2, 3, 4]
 # Trained checkpoints committed to the repository (recipe and numbers: training/README.md).
-TRAINED: dict[str, Path] = {"digits": REPO_ROOT / "fixtures" / "models" / "digits_tdt.nemo"}
+TRAINED: dict[str, Path] = {"digits": REPO_ROOT / "fixtures" / "models" / "digits_tdt.nemo",
+                            "sentences": REPO_ROOT / "fixtures" / "models" / "sentences_tdt.nemo"}
 
 
 def cache_dir() -> Path:
@@ -214,6 +215,9 @@ def load_model(source: str):
         return restore_nemo(TRAINED[source])
     path = Path(source)
     if path.suffix == ".nemo" or path.exists() or os.sep in source and not looks_like_hf_id(source):
+        if path.is_dir():
+            raise UserError(f"{source} is a directory; pass a .nemo file (or 'tiny', 'full-random', 'digits', "
+                            "'sentences', or a Hugging Face id)")
         if not path.is_file():
             raise UserError(f"checkpoint not found: {source}")
         if path.suffix != ".nemo":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -58,7 +59,7 @@ def parse_components(value: str) -> tuple[str, ...]:
 @app.command()
 def convert(
     model: str = typer.Option(
-        DEFAULT_HF_ID, help="Hugging Face id, path to a .nemo file, 'tiny', 'full-random' or 'digits'."),
+        DEFAULT_HF_ID, help="Hugging Face id, path to a .nemo file, 'tiny', 'full-random', 'digits' or 'sentences'."),
     output_dir: Path = typer.Option(..., help="Directory for the .mlpackage files, tokenizer and metadata.json."),
     precision: str = typer.Option("fp32", help="Compute precision: fp32 or fp16 (I/O stays fp32/int32)."),
     components: str = typer.Option(ALL_COMPONENTS, help="Comma-separated components, or 'all'."),
@@ -66,11 +67,22 @@ def convert(
                                                    "(auto: CPU_AND_GPU for waveform input, ALL otherwise)."),
     author: Optional[str] = typer.Option(None, help="Author recorded in metadata.json (default: git user)."),
 ) -> None:
-    """Export the components of a Parakeet-TDT model for a fixed 15 s window."""
+    """Export the components of a Parakeet-TDT model for a fixed 15 s window.
+
+    The output directory is replaced as a whole when every component succeeded; until then the work is
+    staged beside it. Ctrl-C and SIGTERM remove the staging folder; one left by a killed process is
+    removed by the next export to the same directory.
+    """
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         run_convert(model, output_dir, precision, parse_components(components), compute_units, author)
     except UserError as error:
         fail(str(error))
+
+
+def interrupt(signum, frame) -> None:
+    """SIGTERM behaves like Ctrl-C: unwind, so staging folders are removed on the way out."""
+    raise KeyboardInterrupt
 
 
 def run_convert(model_source: str, output_dir: Path, precision: str, components: tuple[str, ...],

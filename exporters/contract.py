@@ -59,6 +59,10 @@ class ComponentContract:
     def package_name(self) -> str:
         return f"parakeet_{self.name}.mlpackage"
 
+    def pick_inputs(self, values: dict) -> dict:
+        """This component's inputs out of a larger dict (e.g. another component's outputs)."""
+        return {spec.name: values[spec.name] for spec in self.inputs}
+
     def input(self, name: str) -> TensorSpec:
         return next(spec for spec in self.inputs if spec.name == name)
 

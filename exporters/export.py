@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shutil
@@ -17,7 +18,7 @@ from exporters.components import COMPONENTS
 from exporters.contract import ComponentContract, Contract
 from exporters.errors import UserError
 from exporters.example_inputs import example_inputs, numpy_dtype
-from exporters.metadata import build_metadata, default_author, write_metadata
+from exporters.metadata import FILENAME, build_metadata, default_author, package_sha256, write_metadata
 
 PRECISIONS = ("fp32", "fp16")
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
@@ -122,19 +123,21 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
     settings.validate()
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
+    remove_stale_staging(output_dir)
     staging = make_staging_dir(output_dir)
     try:
-        results = []
-        for name in settings.components:
-            on_progress(name, None)
-            results.append(export_component(model, contract, name, settings, staging))
-            gc.collect()  # a full-width component's traced graph and MIL program hold gigabytes
-            on_progress(name, results[-1])
+        with temporary_files_in(staging / ".tmp"):
+            results = []
+            for name in settings.components:
+                on_progress(name, None)
+                results.append(export_component(model, contract, name, settings, staging))
+                gc.collect()  # a full-width component's traced graph and MIL program hold gigabytes
+                on_progress(name, results[-1])
         (staging / TOKENIZER_FILE).write_bytes(model.tokenizer.tokenizer.serialized_model_proto())
         write_metadata(staging, build_metadata(
             contract=contract, source=source, model_checksum=model_checksum,
             precision=settings.precision, tokenizer_file=TOKENIZER_FILE,
-            packages={r.component: package_entry(r, contract) for r in results},
+            packages={r.component: package_entry(r, contract, staging) for r in results},
             author=settings.author or default_author(),
         ))
         publish(staging, output_dir)
@@ -143,15 +146,63 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
     return results
 
 
-def package_entry(result: ExportResult, contract: Contract) -> dict:
-    return {"file": result.package, "size_bytes": result.size_bytes, "export_seconds": round(result.seconds, 3),
+def package_entry(result: ExportResult, contract: Contract, directory: Path) -> dict:
+    return {"file": result.package, "sha256": package_sha256(directory / result.package),
+            "size_bytes": result.size_bytes, "export_seconds": round(result.seconds, 3),
             "recommended_compute_units": result.compute_units,
             "waveform_input": contract[result.component].waveform_input}
 
 
+@contextlib.contextmanager
+def temporary_files_in(folder: Path):
+    """Point tempfile (and so coremltools' scratch .mlpackage folders) into the staging folder, so a killed
+    export leaves nothing in /tmp: its staging folder is removed by the next export."""
+    folder.mkdir()
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved
+        gc.collect()  # MLModel objects delete their scratch folders when collected
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def staging_prefix(output_dir: Path) -> str:
+    return f".{output_dir.name}.staging-"
+
+
+def remove_stale_staging(output_dir: Path) -> None:
+    """Delete staging folders beside output_dir left by exports whose process no longer runs."""
+    parent = output_dir.resolve().parent
+    if not parent.is_dir():
+        return
+    for folder in parent.glob(f"{staging_prefix(output_dir)}*"):
+        pid = folder.name[len(staging_prefix(output_dir)):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def check_output_dir(output_dir: Path) -> None:
-    """Fail before any work if output_dir cannot be created or written."""
-    existing = Path(output_dir).resolve()
+    """Fail before any work if output_dir cannot be created or written, or holds something else than an
+    export (convert replaces an export directory as a whole)."""
+    output_dir = Path(output_dir)
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / FILENAME).is_file():
+        raise UserError(f"{output_dir} is not empty and holds no {FILENAME}: convert replaces its output "
+                        "directory as a whole, so choose a new or empty directory")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"cannot write to output directory {output_dir}: it is a file")
+    existing = output_dir.resolve()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
@@ -165,21 +216,21 @@ def make_staging_dir(output_dir: Path) -> Path:
     parent = output_dir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.staging-", dir=parent))
+        return Path(tempfile.mkdtemp(prefix=f"{staging_prefix(output_dir)}{os.getpid()}-", dir=parent))
     except OSError as error:
         raise UserError(f"cannot write to output directory {output_dir}: {error.strerror}") from error
 
 
 def publish(staging: Path, output_dir: Path) -> None:
-    """Move every staged entry into output_dir, replacing same-named ones; metadata.json goes last."""
+    """Replace output_dir with the staged export as a whole (renames on one filesystem): an export
+    directory never mixes packages of two runs. If the swap fails, the previous export is put back."""
+    retired = staging.with_name(staging.name + "-retired")
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        if output_dir.exists():
+            os.replace(output_dir, retired)
+        os.replace(staging, output_dir)
     except OSError as error:
+        if retired.exists() and not output_dir.exists():
+            os.replace(retired, output_dir)
         raise UserError(f"cannot write to output directory {output_dir}: {error.strerror}") from error
-    entries = sorted(staging.iterdir(), key=lambda p: p.name == "metadata.json")
-    for entry in entries:
-        target = output_dir / entry.name
-        if target.is_dir():
-            retired = staging / f".retired-{entry.name}"
-            os.replace(target, retired)
-        os.replace(entry, target)
+    shutil.rmtree(retired, ignore_errors=True)

@@ -14,8 +14,10 @@ from exporters.checkpoints import REPO_ROOT
 from exporters.contract import Contract
 from exporters.errors import UserError
 
-SCHEMA_VERSION = 1
+# 2: every package entry carries a content sha256; the preprocessor returns its feature statistics.
+SCHEMA_VERSION = 2
 FILENAME = "metadata.json"
+PACKAGE_SUFFIX = ".mlpackage"
 
 
 def weights_sha256(model) -> str:
@@ -89,13 +91,52 @@ def write_metadata(directory: Path, metadata: dict) -> Path:
     return path
 
 
-def read_metadata(directory: Path) -> dict:
-    """Load a packages directory's metadata.json, checking its schema version."""
-    path = Path(directory) / FILENAME
+def package_sha256(path: Path) -> str:
+    """Content checksum of a package folder: each file's relative path and bytes, in path order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def read_metadata(directory: Path, verify: bool = True) -> dict:
+    """Load an export directory's metadata.json (schema checked) and, with `verify`, check that the
+    directory holds exactly the packages it lists, each matching its content checksum."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"export directory not found: {directory}")
+    path = directory / FILENAME
     if not path.is_file():
         raise UserError(f"no {FILENAME} in {directory}: is it a parakeet-coreml export directory?")
-    metadata = json.loads(path.read_text())
-    if metadata.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{path} has schema version {metadata.get('schema_version')}, "
-                        f"this tool reads version {SCHEMA_VERSION}")
+    try:
+        metadata = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}); re-export the directory") from None
+    if not isinstance(metadata, dict) or metadata.get("schema_version") != SCHEMA_VERSION:
+        version = metadata.get("schema_version") if isinstance(metadata, dict) else None
+        raise UserError(f"{path} has schema version {version}, this tool reads version {SCHEMA_VERSION}; "
+                        "re-export the directory")
+    if verify:
+        verify_packages(directory, metadata)
     return metadata
+
+
+def verify_packages(directory: Path, metadata: dict) -> None:
+    """The export is one unit: the same package set as metadata.json lists, and every checksum matches."""
+    try:
+        listed = {entry["file"]: entry["sha256"] for entry in metadata["packages"].values()}
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"{directory / FILENAME} lists no package checksums; re-export the directory") from None
+    present = {p.name for p in directory.glob(f"*{PACKAGE_SUFFIX}")}
+    if missing := sorted(set(listed) - present):
+        raise UserError(f"{directory}: {', '.join(missing)} listed in {FILENAME} but missing; re-export the directory")
+    if extra := sorted(present - set(listed)):
+        raise UserError(f"{directory}: {', '.join(extra)} not listed in {FILENAME} (a mixed export directory?); "
+                        "re-export the directory")
+    for name, checksum in sorted(listed.items()):
+        if package_sha256(directory / name) != checksum:
+            raise UserError(f"{directory / name} does not match its checksum in {FILENAME}: damaged or replaced; "
+                            "re-export the directory")

@@ -7,7 +7,7 @@ Writes OUT_DIR/{train,test}/NNNNN.wav (16 kHz mono 16-bit) and OUT_DIR/{train,te
 (JSON lines: audio_filepath, duration, text). Seeded: the same arguments give the same files.
 
 --write-fixtures also copies the held-out clips FIXTURE_CLIPS into fixtures/audio/digits/ with their
-texts in transcripts.json (what tests/checkpoints/test_digits_model.py reads).
+texts in transcripts.json (what tests/checkpoints/test_trained_models.py reads).
 
 Held-out clips differ from training in two ways: no held-out digit sequence occurs in training, and
 every held-out clip uses a (voice, variant) pair that no training clip uses (each voice and each
@@ -98,15 +98,20 @@ def make_split(name: str, count: int, voices: list[str], forbidden: set, rng: ra
 def write_fixtures(out_dir: Path) -> None:
     """Copy FIXTURE_CLIPS of the held-out split into the repository, with their texts and provenance."""
     rows = [json.loads(line) for line in (out_dir / "test_manifest.json").read_text().splitlines()]
-    FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
+    copy_fixture_clips(rows, FIXTURE_CLIPS, FIXTURE_DIR, ("text", "voice", "speed", "pitch", "duration"),
+                       "training/make_digits_data.py")
+
+
+def copy_fixture_clips(rows: list[dict], indices, folder: Path, keys: tuple[str, ...], recipe: str) -> None:
+    """Held-out clips `indices` as folder/heldout_NNNNN.wav, with `keys` of each row in transcripts.json."""
+    folder.mkdir(parents=True, exist_ok=True)
     clips = {}
-    for index in FIXTURE_CLIPS:
-        row = rows[index]
+    for index in indices:
         name = f"heldout_{index:05d}.wav"
-        shutil.copyfile(row["audio_filepath"], FIXTURE_DIR / name)
-        clips[name] = {key: row[key] for key in ("text", "voice", "speed", "pitch", "duration")}
-    note = "Held-out clips of training/make_digits_data.py (--write-fixtures); never seen in training."
-    (FIXTURE_DIR / "transcripts.json").write_text(json.dumps({"note": note, "clips": clips}, indent=1) + "\n")
+        shutil.copyfile(rows[index]["audio_filepath"], folder / name)
+        clips[name] = {key: rows[index][key] for key in keys}
+    note = f"Held-out clips of {recipe} (--write-fixtures); never seen in training."
+    (folder / "transcripts.json").write_text(json.dumps({"note": note, "clips": clips}, indent=1) + "\n")
 
 
 def main() -> None:

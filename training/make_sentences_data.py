@@ -8,7 +8,14 @@ voice split) to sentences from `sentence_corpus.py`, clips of 2-12 s. OUT_DIR de
 
 Held out (test split): sentences drawn before, and never used by, training. Half of the test clips
 use (voice, variant) pairs no training clip uses (`unseen_voice: true`); the other half use
-training voices, so both kinds of generalisation are measured.
+training voices, so both kinds of generalisation are measured. Test clips are single sentences.
+
+Training clips: train_manifest.json holds one clip per training sentence (stage 1);
+train_composed_manifest.json (`compose_training_clips`, stage 2) joins one to three consecutive
+training sentences with pauses, leading and trailing pauses, under digital silence or low room noise.
+A model trained on bare single sentences transcribed each held-out sentence alone but broke down on the
+same sentence followed by 0.5 s of digital silence, or on windows holding several sentences: exactly
+what long audio and user files contain.
 
 --write-fixtures copies FIXTURE_CLIPS of the test split to fixtures/audio/sentences/ with their
 texts (transcripts.json), for the decoding tests and the long-form builder.
@@ -19,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from exporters.checkpoints import REPO_ROOT, cache_dir  # noqa: E402
-from make_digits_data import PITCHES, synthesize, voice_split  # noqa: E402
+from make_digits_data import PITCHES, SAMPLE_RATE, copy_fixture_clips, synthesize, voice_split  # noqa: E402
 from sentence_corpus import distinct_sentences  # noqa: E402
 
 SEED = 20261126
@@ -78,17 +84,42 @@ def make_split(name: str, sentences: list[str], voice_sets: list[list[str]], rng
     return rows
 
 
+GROUP_SIZES, GROUP_WEIGHTS = (1, 2, 3), (0.4, 0.35, 0.25)
+NOISE_LEVELS = (0.0, 1e-4, 1e-3, 3e-3)  # digital silence, then -80, -60 and -50 dBFS white noise
+
+
+def compose_training_clips(rows: list[dict], rng: random.Random, out_dir: Path) -> list[dict]:
+    """Consecutive sentences in groups of 1-3, each clip <= MAX_SECONDS; written to out_dir/train_mix."""
+    import numpy as np
+    import soundfile
+
+    (out_dir / "train_mix").mkdir(parents=True, exist_ok=True)
+    noise = np.random.default_rng(SEED)
+    composed, index = [], 0
+    while index < len(rows):
+        size = rng.choices(GROUP_SIZES, GROUP_WEIGHTS)[0]
+        group = rows[index:index + size]
+        pauses = [rng.uniform(0.0, 0.4)] + [rng.uniform(0.15, 0.8) for _ in group[1:]] + [rng.uniform(0.0, 0.6)]
+        seconds = sum(row["duration"] for row in group) + sum(pauses)
+        if len(group) > 1 and seconds > MAX_SECONDS:
+            group, pauses = group[:1], [pauses[0], pauses[-1]]
+        index += len(group)
+        pieces = [np.zeros(int(pauses[0] * SAMPLE_RATE), np.float32)]
+        for row, pause in zip(group, pauses[1:]):
+            pieces += [soundfile.read(row["audio_filepath"], dtype="float32")[0],
+                       np.zeros(int(pause * SAMPLE_RATE), np.float32)]
+        audio = np.concatenate(pieces)
+        audio += rng.choice(NOISE_LEVELS) * noise.standard_normal(len(audio)).astype(np.float32)
+        wav = out_dir / "train_mix" / f"{len(composed):05d}.wav"
+        soundfile.write(wav, np.clip(audio, -1, 1), SAMPLE_RATE, subtype="PCM_16")
+        composed.append({"audio_filepath": str(wav.resolve()), "duration": round(len(audio) / SAMPLE_RATE, 4),
+                         "text": " ".join(row["text"] for row in group), "sentences": len(group)})
+    return composed
+
+
 def write_fixtures(rows: list[dict]) -> None:
-    FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
-    clips = {}
-    for index in FIXTURE_CLIPS:
-        row = rows[index]
-        name = f"heldout_{index:05d}.wav"
-        shutil.copyfile(row["audio_filepath"], FIXTURE_DIR / name)
-        clips[name] = {key: row[key] for key in ("text", "voice", "speed", "pitch", "duration",
-                                                 "unseen_voice")}
-    note = "Held-out clips of training/make_sentences_data.py (--write-fixtures); never seen in training."
-    (FIXTURE_DIR / "transcripts.json").write_text(json.dumps({"note": note, "clips": clips}, indent=1) + "\n")
+    copy_fixture_clips(rows, FIXTURE_CLIPS, FIXTURE_DIR, ("text", "voice", "speed", "pitch", "duration",
+                                                          "unseen_voice"), "training/make_sentences_data.py")
 
 
 def main() -> None:
@@ -105,8 +136,13 @@ def main() -> None:
     test_rows = make_split("test", sentences[:args.test], [test_voices, train_voices], rng, args.out_dir,
                            args.workers)
     train_rows = make_split("train", sentences[args.test:], [train_voices], rng, args.out_dir, args.workers)
-    hours = sum(row["duration"] for row in train_rows) / 3600
-    print(f"wrote {len(train_rows)} train ({hours:.2f} h) + {len(test_rows)} test clips to {args.out_dir}")
+    composed_rows = compose_training_clips(train_rows, rng, args.out_dir)
+    with open(args.out_dir / "train_composed_manifest.json", "w") as manifest:
+        for row in composed_rows:
+            manifest.write(json.dumps(row) + "\n")
+    for name, rows in (("train", train_rows), ("train_composed", composed_rows), ("test", test_rows)):
+        print(f"{name}: {len(rows)} clips, {sum(row['duration'] for row in rows) / 3600:.2f} h")
+    print(f"written to {args.out_dir}")
     print(f"held-out voices: {' '.join(test_voices)}")
     if args.write_fixtures:
         write_fixtures(test_rows)

@@ -166,20 +166,12 @@ def train(args, train_rows: list[dict], test_rows: list[dict], work: Path) -> No
     model = build_model(DIGITS_WIDTHS, work / "tokenizer")
     tokens = [model.tokenizer.text_to_ids(row["text"]) for row in train_rows]
     waves = load_audio(train_rows)
-    blank = model.decoder.blank_idx
-    sigma = float(model.cfg.loss.tdt_kwargs.sigma)
     params = sum(p.numel() for p in model.parameters())
     print(f"{len(train_rows)} train / {len(test_rows)} held-out clips; {params} parameters; "
-          f"vocab {model.tokenizer.vocab_size}; blank {blank}", flush=True)
+          f"vocab {model.tokenizer.vocab_size}; blank {model.decoder.blank_idx}", flush=True)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98))
-    steps_per_epoch = math.ceil(len(train_rows) / args.batch_size)
-    total_steps = steps_per_epoch * args.epochs
-    def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        progress = (step - args.warmup) / max(1, total_steps - args.warmup)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    lr_at = warmup_cosine(args.lr, args.warmup, math.ceil(len(train_rows) / args.batch_size) * args.epochs)
 
     order_rng = random.Random(SEED)
     mask_gen = torch.Generator().manual_seed(SEED)
@@ -193,20 +185,11 @@ def train(args, train_rows: list[dict], test_rows: list[dict], work: Path) -> No
             batch = order[first: first + args.batch_size]
             signal, lengths, targets, target_lengths = collate([waves[i] for i in batch],
                                                                [tokens[i] for i in batch])
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
             features, feature_len = model.preprocessor(input_signal=signal, length=lengths)
             if args.spec_augment:
                 features = mask_features(features, feature_len, mask_gen)
-            encoded, encoded_len = model.forward(processed_signal=features, processed_signal_length=feature_len)
-            decoded, _, _ = model.decoder(targets=targets, target_length=target_lengths)
-            joint = model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
-            loss = tdt_loss(joint, targets, encoded_len, target_lengths, blank, TDT_DURATIONS, sigma).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            epoch_loss += loss.item() * len(batch)
+            loss = tdt_step(model, optimizer, lr_at(step), features, feature_len, targets, target_lengths)
+            epoch_loss += loss * len(batch)
             step += 1
         elapsed = time.monotonic() - started
         line = f"epoch {epoch:3d}  step {step:5d}  loss {epoch_loss / len(order):8.4f}  {elapsed:6.0f} s"
@@ -229,12 +212,44 @@ def train(args, train_rows: list[dict], test_rows: list[dict], work: Path) -> No
     for row, text in zip(test_rows, texts):
         if text != row["text"]:
             print(f"  MISS {Path(row['audio_filepath']).name} ref={row['text']!r} hyp={text!r}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, args.out)
+
+
+def warmup_cosine(peak: float, warmup: int, total_steps: int):
+    """lr_at(step): linear warm-up to `peak` over `warmup` steps, then cosine decay to 5 % at total_steps."""
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return lr_at
+
+
+def tdt_step(model, optimizer, lr: float, features, feature_len, targets, target_lengths) -> float:
+    """One Adam step on the TDT loss of normalized mel features; returns the batch's mean loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    encoded, encoded_len = model.forward(processed_signal=features, processed_signal_length=feature_len)
+    decoded, _, _ = model.decoder(targets=targets, target_length=target_lengths)
+    joint = model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
+    loss = tdt_loss(joint, targets, encoded_len, target_lengths, model.decoder.blank_idx, TDT_DURATIONS,
+                    float(model.cfg.loss.tdt_kwargs.sigma)).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def save_checkpoint(model, out: Path) -> None:
+    """Null dataset manifests (transcribe() wants the keys), then the .nemo archive."""
     from omegaconf import open_dict
+
     with open_dict(model.cfg):
         model.cfg.update(null_datasets())
-    model.save_to(str(args.out))
-    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save_to(str(out))
+    print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":

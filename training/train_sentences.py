@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import tempfile
@@ -28,11 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from exporters.checkpoints import TDT_DURATIONS, Widths, cache_dir, null_datasets  # noqa: E402
+from exporters.checkpoints import Widths, cache_dir  # noqa: E402
 from exporters.wer import word_error_rate  # noqa: E402
-from tdt_loss import tdt_loss  # noqa: E402
-from train_digits import (REPO_ROOT, build_model, load_audio, read_manifest,  # noqa: E402
-                          train_digit_tokenizer, transcribe)
+from train_digits import (REPO_ROOT, build_model, load_audio, read_manifest, save_checkpoint,  # noqa: E402
+                          tdt_step, train_digit_tokenizer, transcribe, warmup_cosine)
 
 SEED = 20261127
 SENTENCES_WIDTHS = Widths(n_layers=4, d_model=128, n_heads=4, subsampling_channels=64,
@@ -105,6 +103,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (timing runs)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--curve", type=Path, default=None, help="write the WER curve as JSON here")
+    parser.add_argument("--manifest", default="train_manifest.json", help="training manifest inside --data")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from this .nemo (its tokenizer too) instead of a fresh model")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -113,7 +114,7 @@ def main() -> None:
     from nemo.utils import logging as nemo_logging
     nemo_logging.setLevel("ERROR")
 
-    train_rows = read_manifest(args.data / "train_manifest.json")
+    train_rows = read_manifest(args.data / args.manifest)
     test_rows = read_manifest(args.data / "test_manifest.json")
     if args.max_train:
         train_rows = train_rows[: args.max_train]
@@ -122,13 +123,16 @@ def main() -> None:
 
 
 def train(args, train_rows: list[dict], test_rows: list[dict], work: Path) -> None:
-    train_digit_tokenizer([row["text"] for row in train_rows], SENTENCES_WIDTHS.vocab_size, work / "tokenizer")
-    model = build_model(SENTENCES_WIDTHS, work / "tokenizer")
+    if args.init:
+        from exporters.checkpoints import restore_nemo
+
+        model = restore_nemo(args.init).train()
+    else:
+        train_digit_tokenizer([row["text"] for row in train_rows], SENTENCES_WIDTHS.vocab_size, work / "tokenizer")
+        model = build_model(SENTENCES_WIDTHS, work / "tokenizer")
     started = time.monotonic()
     features = mel_features(model, train_rows)
     tokens = [model.tokenizer.text_to_ids(row["text"]) for row in train_rows]
-    blank = model.decoder.blank_idx
-    sigma = float(model.cfg.loss.tdt_kwargs.sigma)
     params = sum(p.numel() for p in model.parameters())
     print(f"{len(train_rows)} train / {len(test_rows)} held-out clips; {params} parameters; "
           f"vocab {model.tokenizer.vocab_size}; features in {time.monotonic() - started:.0f} s", flush=True)
@@ -137,13 +141,7 @@ def train(args, train_rows: list[dict], test_rows: list[dict], work: Path) -> No
     order_rng = random.Random(SEED)
     lengths = [f.shape[1] for f in features]
     steps_per_epoch = len(length_buckets(lengths, args.max_batch, args.max_frames, random.Random(0)))
-    total_steps = steps_per_epoch * args.epochs
-
-    def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        progress = (step - args.warmup) / max(1, total_steps - args.warmup)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    lr_at = warmup_cosine(args.lr, args.warmup, steps_per_epoch * args.epochs)
 
     model.train()
     curve, step, started = [], 0, time.monotonic()
@@ -152,17 +150,8 @@ def train(args, train_rows: list[dict], test_rows: list[dict], work: Path) -> No
         for batch in length_buckets(lengths, args.max_batch, args.max_frames, order_rng):
             mel, mel_lengths, targets, target_lengths = pad_batch([features[i] for i in batch],
                                                                   [tokens[i] for i in batch])
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            encoded, encoded_len = model.forward(processed_signal=mel, processed_signal_length=mel_lengths)
-            decoded, _, _ = model.decoder(targets=targets, target_length=target_lengths)
-            joint = model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
-            loss = tdt_loss(joint, targets, encoded_len, target_lengths, blank, TDT_DURATIONS, sigma).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            epoch_loss += loss.item() * len(batch)
+            loss = tdt_step(model, optimizer, lr_at(step), mel, mel_lengths, targets, target_lengths)
+            epoch_loss += loss * len(batch)
             clips += len(batch)
             step += 1
             if args.max_steps and step >= args.max_steps:
@@ -185,12 +174,7 @@ def train(args, train_rows: list[dict], test_rows: list[dict], work: Path) -> No
     if args.curve:
         args.curve.write_text(json.dumps({"train_seconds": round(train_seconds), "curve": curve,
                                           "final": report}, indent=1) + "\n")
-    from omegaconf import open_dict
-    with open_dict(model.cfg):
-        model.cfg.update(null_datasets())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    model.save_to(str(args.out))
-    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    save_checkpoint(model, args.out)
 
 
 if __name__ == "__main__":

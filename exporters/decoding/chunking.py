@@ -97,13 +97,18 @@ def utterance_statistics(raw_chunks: list[np.ndarray]) -> tuple[np.ndarray, np.n
     return mean[None, :, None].astype(np.float32), std[None, :, None].astype(np.float32)
 
 
-def renormalized(features: dict, mean: np.ndarray, std: np.ndarray) -> dict:
-    """A preprocessor output re-normalized with other statistics: mel (× own std + own mean − mean) / std,
-    zero past mel_length as NeMo pads."""
+def raw_log_mel(features: dict) -> np.ndarray:
+    """A preprocessor output's valid frames before normalization, [1, n_mels, mel_length]:
+    mel × feature_std + feature_mean."""
     valid = int(features["mel_length"][0])
-    raw = features["mel"][..., :valid] * features["feature_std"] + features["feature_mean"]
+    return features["mel"][..., :valid] * features["feature_std"] + features["feature_mean"]
+
+
+def renormalized(features: dict, mean: np.ndarray, std: np.ndarray) -> dict:
+    """A preprocessor output re-normalized with other statistics, zero past mel_length as NeMo pads."""
     mel = np.zeros_like(features["mel"])
-    mel[..., :valid] = (raw - mean) / std
+    raw = raw_log_mel(features)
+    mel[..., :raw.shape[-1]] = (raw - mean) / std
     return {"mel": mel, "mel_length": features["mel_length"]}
 
 

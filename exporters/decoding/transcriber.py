@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from exporters.contract import Contract, contract_from_metadata
-from exporters.decoding.chunking import (Chunk, Chunking, chunk_mel_frames, plan_chunks, renormalized,
-                                         utterance_statistics)
+from exporters.decoding.chunking import (Chunk, Chunking, chunk_mel_frames, plan_chunks, raw_log_mel,
+                                         renormalized, utterance_statistics)
 from exporters.decoding.tdt import TdtHypothesis, decide_from_logits, greedy_tdt_decode
 from exporters.decoding.timestamps import (TokenTiming, WordTiming, group_words, punctuation_pieces,
                                            refine_punctuation)
@@ -84,7 +84,7 @@ class Transcriber:
             encoded = self.runtimes["mel_encoder"].predict(audio)
         else:
             features = self.runtimes["preprocessor"].predict(audio)
-            encoded = self.runtimes["encoder"].predict({"mel": features["mel"], "mel_length": features["mel_length"]})
+            encoded = self.runtimes["encoder"].predict(self.contract["encoder"].pick_inputs(features))
         return encoded["encoder"], int(encoded["encoder_length"][0])
 
     def window_audio(self, samples: np.ndarray, chunk: Chunk) -> dict:
@@ -103,10 +103,9 @@ class Transcriber:
             return
         features = [self.runtimes["preprocessor"].predict(audio) for audio in windows]
         spec = self.contract.model
-        raw_chunks = []
-        for chunk, feature in zip(chunks, features):
-            own = chunk_mel_frames(chunk, int(feature["mel_length"][0]), spec.hop_length, spec.subsampling_factor)
-            raw_chunks.append((feature["mel"][0] * feature["feature_std"][0] + feature["feature_mean"][0])[:, own])
+        raw_chunks = [raw_log_mel(feature)[0, :, chunk_mel_frames(chunk, int(feature["mel_length"][0]),
+                                                                  spec.hop_length, spec.subsampling_factor)]
+                      for chunk, feature in zip(chunks, features)]
         mean, std = utterance_statistics(raw_chunks)
         for chunk, feature in zip(chunks, features):
             encoded = self.runtimes["encoder"].predict(renormalized(feature, mean, std))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -84,6 +85,29 @@ def test_transcribe_window_on_packages(benchmark, record_run, host, tiny_contrac
     benchmark(transcriber.transcribe, window_clip[0])
     record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend=backend, precision=precision,
                model="tiny", host=host, path="fused" if fused else "modular")
+
+
+@pytest.mark.parametrize("layout", ["chunked", "back_to_back"])
+def test_transcribe_long_audio_overlap_cost(benchmark, record_run, host, tiny_contract, tiny_packages_fp32, backend,
+                                            layout):
+    """Coverage: 60 s of speech through the packages with the default chunking (8 s chunks, 3.2 s contexts)
+    vs back-to-back windows with no context: the RTF cost of the overlap (compare the two rows' rtf)."""
+    from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
+    from exporters.decoding.chunking import Chunking
+    from exporters.decoding.transcriber import open_transcriber
+
+    rate = tiny_contract.model.sample_rate
+    samples = np.resize(load_audio(FIXTURE_AUDIO_DIR / "long_16s.wav", rate), 60 * rate)
+    frame = tiny_contract.model.subsampling_factor * tiny_contract.model.hop_length
+    whole_window = (tiny_contract.window_samples // frame) * frame / rate
+    chunking = Chunking() if layout == "chunked" else Chunking(whole_window, 0.0, 0.0)
+    try:
+        transcriber = open_transcriber(tiny_packages_fp32, backend, chunking=chunking)
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+    benchmark.pedantic(transcriber.transcribe, args=(samples,), rounds=3, warmup_rounds=1)
+    record_run(benchmark, audio_seconds=60.0, backend=backend, precision="fp32", model="tiny", host=host,
+               layout=layout, chunking=vars(chunking))
 
 
 def test_transcribe_window_on_nemo(benchmark, record_run, host, tiny_model, tiny_contract, window_clip):

@@ -42,9 +42,11 @@ def test_compare_passes_and_records(export_copy, tiny_contract):
     assert any(p.startswith("joint_token_logits") for p in plots)
 
 
-def test_compare_fails_on_a_drifted_package(export_copy, tiny_contract, perturb_package):
-    """Coverage: one weight changed in the joint package: exit 1, the joint rows say NO."""
+def test_compare_fails_on_a_drifted_package(export_copy, tiny_contract, perturb_package, reseal_export):
+    """Coverage: one weight changed in the joint package (checksums re-recorded, as a conversion regression
+    would leave them): exit 1, the joint rows say NO."""
     perturb_package(export_copy / tiny_contract["joint"].package_name)
+    reseal_export(export_copy)
     result = compare(export_copy)
     assert result.exit_code == 1, result.output
     failing_rows = [line for line in result.output.splitlines() if "NO" in line]

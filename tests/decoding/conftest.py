@@ -13,8 +13,9 @@ from exporters.decoding.transcriber import open_transcriber
 from exporters.reference import nemo_transcribe, nemo_transcribe_window
 from exporters.runtime import BackendUnavailable
 
-# Random weights exercise the loop hard; the trained digits model emits real words with real durations.
-DECODING_MODELS = ("tiny", "digits")
+# Random weights exercise the loop hard; the trained models emit real words with real durations, and
+# `sentences` real language (capitals, punctuation, a 256-piece vocabulary).
+DECODING_MODELS = ("tiny", "digits", "sentences")
 
 
 @pytest.fixture(scope="session", params=DECODING_MODELS)
@@ -27,8 +28,9 @@ def window_clips(contract) -> dict[str, np.ndarray]:
     rate, window = contract.model.sample_rate, contract.window_samples
     clips = {"short_4s": load_audio(FIXTURE_AUDIO_DIR / "short_4s.wav", rate),
              "long_15s": load_audio(FIXTURE_AUDIO_DIR / "long_16s.wav", rate)[:window]}
-    for path in sorted((FIXTURE_AUDIO_DIR / "digits").glob("*.wav")):
-        clips[f"digits_{path.stem}"] = load_audio(path, rate)
+    for trained in ("digits", "sentences"):
+        for path in sorted((FIXTURE_AUDIO_DIR / trained).glob("*.wav")):
+            clips[f"{trained}_{path.stem}"] = load_audio(path, rate)
     return clips
 
 

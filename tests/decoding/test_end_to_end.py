@@ -90,25 +90,30 @@ def test_trained_models_also_agree_with_nemo_on_a_padded_window(decoding_case, t
         assert all(same.values()), [name for name, ok in same.items() if not ok]
 
 
-@pytest.mark.parametrize("clip_name", ["short_4s", "long_15s"])
-def test_fp16_agreement_and_first_difference_margin(decoding_case, transcriber_for, clip_name):
-    """Coverage: fp16 decisions agree with NeMo's on the file, or first differ where NeMo's own margin is
-    below fp16 noise."""
-    subject, samples = decoding_case.subject, decoding_case.clips[clip_name]
-    reference = recording(nemo_transcriber(subject.model, subject.contract))
-    package = recording(transcriber_for(subject.packages("fp16")))
-    reference.transcribe(samples)
-    package.transcribe(samples)
-    divergence = first_divergence(package, reference)
-    agreeing = len(reference.log) if divergence is None else divergence.index
-    print(f"{subject.source} {clip_name}: fp16 agrees with NeMo on {agreeing} of {len(reference.log)} decisions")
-    if divergence is None:
-        return
-    # Two logits within the fp16 joint tolerance of NeMo's can swap only if NeMo's gap is under twice it.
-    tol = tolerance("joint", "fp16", f"{divergence.flipped}_logits")
-    assert divergence.margin < 2 * (tol.atol + tol.rtol * divergence.top_logit), \
-        f"decision {divergence.index} at frame {divergence.frame} flipped although NeMo's margin was " \
-        f"{divergence.margin}"
+def test_fp16_agreement_and_every_difference_margin(decoding_case, transcriber_for):
+    """Coverage: per clip (speech, and every committed held-out clip of the trained models), fp16 packages
+    make NeMo fp32's decisions on the file, or first differ where NeMo's own margin is below fp16 noise;
+    reports decisions agreed and each difference's margin."""
+    subject = decoding_case.subject
+    agreed, total, differences = 0, 0, []
+    for name, samples in decoding_case.clips.items():
+        reference = recording(nemo_transcriber(subject.model, subject.contract))
+        package = recording(transcriber_for(subject.packages("fp16")))
+        reference.transcribe(samples)
+        package.transcribe(samples)
+        divergence = first_divergence(package, reference)
+        total += len(reference.log)
+        agreed += len(reference.log) if divergence is None else divergence.index
+        if divergence is None:
+            continue
+        differences.append(f"{name}: decision {divergence.index} ({divergence.flipped}) margin {divergence.margin:.2e}")
+        # Two logits within the fp16 joint tolerance of NeMo's can swap only if NeMo's gap is under twice it.
+        tol = tolerance("joint", "fp16", f"{divergence.flipped}_logits")
+        assert divergence.margin < 2 * (tol.atol + tol.rtol * divergence.top_logit), \
+            f"{name}: decision {divergence.index} at frame {divergence.frame} flipped although NeMo's margin " \
+            f"was {divergence.margin}"
+    print(f"{subject.source}: fp16 agrees with NeMo fp32 on {agreed} of {total} decisions over "
+          f"{len(decoding_case.clips)} clips; {len(differences)} clips differ: {differences}")
 
 
 @given(data=st.data())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -54,23 +55,15 @@ def test_joint_decision_on_random_vectors(tiny_model, tiny_contract, open_packag
 SHORTEST_NEMO_FILE = 257
 
 
+@pytest.mark.parametrize("name", ["preprocessor", "mel_encoder"])
 @given(length=st.integers(SHORTEST_NEMO_FILE, 240000), level=st.sampled_from(["quiet", "speech", "loud", "dc offset"]),
        seed=st.integers(0, 2**16))
-def test_preprocessor_on_random_lengths_and_levels(tiny_model, tiny_contract, open_package, precision, length, level,
-                                                    seed):
-    """Coverage: NeMo on the unpadded file of 257..240000 samples at quiet, normal, full-scale and DC-offset levels."""
+def test_front_end_on_random_lengths_and_levels(tiny_model, tiny_contract, open_package, precision, name, length,
+                                                level, seed):
+    """Coverage: mel (preprocessor) and encoder frames (mel_encoder) vs NeMo on the unpadded file of
+    257..240000 samples at quiet, normal, full-scale and DC-offset levels."""
     audio_signal, audio_length = fit_window(noise_clip(length, level, seed), tiny_contract.window_samples)
-    assert_passed(audio_gate("preprocessor", tiny_model, tiny_contract, open_package("preprocessor"), precision,
-                             f"fuzz {level} {length}", audio_signal, audio_length))
-
-
-@given(length=st.integers(SHORTEST_NEMO_FILE, 240000), level=st.sampled_from(["quiet", "speech", "loud"]),
-       seed=st.integers(0, 2**16))
-def test_mel_encoder_on_random_lengths_and_levels(tiny_model, tiny_contract, open_package, precision, length, level,
-                                                   seed):
-    """Coverage: encoder frames of the fused front end vs NeMo's forward on the unpadded file, any length."""
-    audio_signal, audio_length = fit_window(noise_clip(length, level, seed), tiny_contract.window_samples)
-    assert_passed(audio_gate("mel_encoder", tiny_model, tiny_contract, open_package("mel_encoder"), precision,
+    assert_passed(audio_gate(name, tiny_model, tiny_contract, open_package(name), precision,
                              f"fuzz {level} {length}", audio_signal, audio_length))
 
 

@@ -1,0 +1,166 @@
+"""An export directory is one unit: replaced whole, checksummed, refused when mixed or damaged; a killed
+export leaves nothing behind for long."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from exporters.audio import FIXTURE_AUDIO_DIR
+from exporters.cli import app
+
+runner = CliRunner()
+CLIP = FIXTURE_AUDIO_DIR / "short_4s.wav"
+
+
+def run(*args) -> object:
+    return runner.invoke(app, [*map(str, args)])
+
+
+def one_line_error(result, fragment: str) -> bool:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    return result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0]
+
+
+# Every command that opens an export directory, with the arguments it needs besides --packages.
+OPENERS = {"transcribe": [CLIP, "--backend", "mil"], "compare": ["--backend", "mil", "--runs", "1"],
+           "lint": [], "compile": []}
+
+
+def open_with(command: str, packages):
+    return run(command, "--packages", packages, *OPENERS[command])
+
+
+@pytest.fixture
+def export_copy(tiny_packages_fp32, tmp_path):
+    copy = tmp_path / "export"
+    shutil.copytree(tiny_packages_fp32, copy)
+    return copy
+
+
+def test_metadata_lists_every_package_with_its_checksum(tiny_packages_fp32, tiny_contract):
+    """Coverage: metadata.json holds a sha256 per package that equals the package's content checksum."""
+    from exporters.metadata import package_sha256
+
+    packages = json.loads((tiny_packages_fp32 / "metadata.json").read_text())["packages"]
+    assert set(packages) == set(tiny_contract.components)
+    for entry in packages.values():
+        assert entry["sha256"] == package_sha256(tiny_packages_fp32 / entry["file"])
+
+
+def test_convert_replaces_an_existing_export_as_a_whole(tmp_path):
+    """Coverage: converting other components (of another model) into an existing export leaves exactly the new
+    export; no package of the earlier run survives beside it."""
+    out = tmp_path / "out"
+    assert run("convert", "--model", "digits", "--output-dir", out, "--components", "encoder,decoder").exit_code == 0
+    result = run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint,decoder")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metadata.json", "parakeet_decoder.mlpackage", "parakeet_joint.mlpackage", "tokenizer.model"]
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["model"]["source"] == "tiny" and set(metadata["packages"]) == {"joint", "decoder"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_convert_refuses_a_directory_that_is_not_an_export(tmp_path):
+    """Coverage: a non-empty folder without metadata.json is not replaced: one line, exit 2, files untouched."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint")
+    assert one_line_error(result, "not empty"), result.output
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", list(OPENERS))
+def test_a_package_not_in_metadata_is_rejected(export_copy, tiny_packages_fp16, command):
+    """Coverage: every command that opens packages rejects a directory holding a package metadata.json does not
+    list (a mixed directory) with one line."""
+    shutil.copytree(tiny_packages_fp16 / "parakeet_joint.mlpackage", export_copy / "parakeet_joint_fp16.mlpackage")
+    assert one_line_error(open_with(command, export_copy), "not listed")
+
+
+@pytest.mark.parametrize("command", ["transcribe", "compare"])
+def test_a_listed_package_that_is_missing_is_one_line(export_copy, command):
+    """Coverage: a package listed in metadata.json but deleted: one line, exit 2."""
+    shutil.rmtree(export_copy / "parakeet_encoder.mlpackage")
+    assert one_line_error(open_with(command, export_copy), "missing")
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated"])
+@pytest.mark.parametrize("command", ["transcribe", "lint"])
+def test_damaged_weights_are_caught_at_load(export_copy, command, damage):
+    """Coverage: an encoder weight.bin refilled with random bytes behind its headers, or truncated, fails the
+    checksum: one line, exit 2 (it used to transcribe to an empty text)."""
+    weights = next((export_copy / "parakeet_encoder.mlpackage").rglob("weight.bin"))
+    data = bytearray(weights.read_bytes())
+    if damage == "random":
+        data[128:] = np.random.default_rng(0).integers(0, 256, len(data) - 128, dtype=np.uint8).tobytes()
+    else:
+        data = data[: len(data) // 2]
+    weights.write_bytes(bytes(data))
+    assert one_line_error(open_with(command, export_copy), "does not match its checksum")
+
+
+@pytest.mark.parametrize("command", ["transcribe", "lint"])
+def test_corrupt_metadata_is_one_line(export_copy, command):
+    """Coverage: metadata.json that is not JSON: one line, exit 2."""
+    (export_copy / "metadata.json").write_text("{ not json")
+    assert one_line_error(open_with(command, export_copy), "not valid JSON")
+
+
+@pytest.mark.parametrize("command", ["lint", "compile", "transcribe"])
+def test_a_missing_directory_says_so(tmp_path, command):
+    """Coverage: --packages naming no directory at all says exactly that."""
+    assert one_line_error(open_with(command, tmp_path / "absent"), "export directory not found")
+
+
+def test_stale_staging_of_a_dead_process_is_removed(tmp_path):
+    """Coverage: staging folders left beside the output by a process that no longer runs are removed by the next
+    export; one of a live process is left alone."""
+    out = tmp_path / "out"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.staging-{dead.stdout.strip()}-abc123"
+    live = tmp_path / f".out.staging-{os.getpid()}-def456"
+    for folder in (stale, live):
+        (folder / "parakeet_joint.mlpackage").mkdir(parents=True)
+    assert run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint").exit_code == 0
+    assert not stale.exists() and live.exists()
+
+
+def test_sigterm_mid_export_leaves_no_staging_or_temp_files(tmp_path):
+    """Coverage: SIGTERM during an export removes its staging folder, and coremltools' scratch packages lived
+    inside it (nothing new in the system temp folder)."""
+    import tempfile
+
+    system_tmp = tempfile.gettempdir()
+    before = set(os.listdir(system_tmp))
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-m", "exporters.cli", "convert", "--model", "tiny", "--output-dir",
+                              str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not any((p / ".tmp").is_dir() and any((p / ".tmp").iterdir()) for p in tmp_path.glob(".out.staging-*")):
+        assert child.poll() is None, "export ended before it staged anything"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    child.wait(timeout=120)
+    assert child.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    new_in_tmp = {name for name in set(os.listdir(system_tmp)) - before if name.endswith(".mlpackage")}
+    assert new_in_tmp == set()
+
+
+def test_model_that_is_a_directory_says_so(tmp_path):
+    """Coverage: --model naming an existing directory says it is a directory (not "not found")."""
+    result = run("convert", "--model", tmp_path, "--output-dir", tmp_path / "out", "--components", "joint")
+    assert one_line_error(result, "is a directory")
