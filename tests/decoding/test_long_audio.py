@@ -16,6 +16,7 @@ from exporters.reference import nemo_transcriber
 
 GRID_SHIFTS = [0.125 * step for step in range(12)]  # seconds of silence before the audio: 0 .. 1.375
 LONG_FORM_SECONDS = 60.0
+WER_POINTS_OVER_NEMO = 0.01  # chunked decoding may trail NeMo on the whole file by at most 1 point of WER
 
 
 def timeline(transcript):
@@ -100,9 +101,9 @@ def test_token_frames_are_continuous_across_chunks(tiny_contract, tiny_packages_
 
 @pytest.mark.parametrize("trained_subject", ["digits", "sentences"], indirect=True)
 def test_long_form_grid_shift_against_nemo_on_the_whole_file(trained_subject, transcriber_for, case_for):
-    """Coverage: a >= 60 s long-form clip of held-out speech, shifted by 0..1.375 s in 12 steps: the chunked
-    fp32 packages make no more word errors against the true text than NeMo transcribe() on the whole file,
-    and their word times are monotonic; word differences from NeMo's whole-file words are reported.
+    """Coverage: a >= 60 s long-form clip of held-out speech, shifted by 0..1.375 s in 12 steps: against the
+    true text, the chunked fp32 packages' WER is at most 1 point above NeMo transcribe()'s on the whole
+    file; word times are monotonic; word differences from NeMo's whole-file words are reported.
 
     Not asserted: zero word differences. NeMo's encoder attends over the whole 60 s while a window sees
     at most 15 s, so every encoder frame moves (digits: mean |Δ| 0.025, max 0.45, mid-chunk as much as at
@@ -128,4 +129,4 @@ def test_long_form_grid_shift_against_nemo_on_the_whole_file(trained_subject, tr
     print(f"{trained_subject.source}: {sum(differences.values())} word differences from NeMo on the whole file "
           f"in {words} words over {len(GRID_SHIFTS)} shifts {differences}; errors against the true text: "
           f"packages {ours_wrong}, NeMo {nemo_wrong}")
-    assert ours_wrong <= nemo_wrong
+    assert ours_wrong <= nemo_wrong + WER_POINTS_OVER_NEMO * words
