@@ -225,6 +225,9 @@ def publish(staging: Path, output_dir: Path) -> None:
     """Replace output_dir with the staged export as a whole (renames on one filesystem): an export
     directory never mixes packages of two runs. If the swap fails, the previous export is put back."""
     retired = staging.with_name(staging.name + "-retired")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private; the export gets ordinary permissions
     try:
         if output_dir.exists():
             os.replace(output_dir, retired)

@@ -164,3 +164,12 @@ def test_model_that_is_a_directory_says_so(tmp_path):
     """Coverage: --model naming an existing directory says it is a directory (not "not found")."""
     result = run("convert", "--model", tmp_path, "--output-dir", tmp_path / "out", "--components", "joint")
     assert one_line_error(result, "is a directory")
+
+
+def test_published_directory_has_ordinary_permissions(tmp_path):
+    """Coverage: the published export is not left with the staging folder's private 0700 mode."""
+    out = tmp_path / "out"
+    assert run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint").exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
