@@ -85,12 +85,14 @@ def mel_frames(model, samples: int) -> int:
 def encoder_frames(model, frames: int) -> int:
     """Encoder frames for `frames` mel frames, by NeMo's own subsampling length rule."""
     import torch
+
+    return int(subsampled_lengths(model.encoder.pre_encode, torch.tensor([frames]))[0])
+
+
+def subsampled_lengths(pre_encode, lengths):
+    """NeMo's subsampling length rule (calc_length with the module's own geometry) on a lengths tensor."""
     from nemo.collections.asr.parts.submodules.subsampling import calc_length
 
-    pre_encode = model.encoder.pre_encode
-    lengths = calc_length(
-        torch.tensor([frames]), all_paddings=pre_encode._left_padding + pre_encode._right_padding,
-        kernel_size=pre_encode._kernel_size, stride=pre_encode._stride,
-        ceil_mode=pre_encode._ceil_mode, repeat_num=pre_encode._sampling_num,
-    )
-    return int(lengths[0])
+    return calc_length(lengths, all_paddings=pre_encode._left_padding + pre_encode._right_padding,
+                       kernel_size=pre_encode._kernel_size, stride=pre_encode._stride,
+                       ceil_mode=pre_encode._ceil_mode, repeat_num=pre_encode._sampling_num)

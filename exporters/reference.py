@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from exporters.components.joint import raw_joint_logits
+from exporters.components.preprocessor import normalization_off
 from exporters.contract import Contract
 from exporters.inspect_model import encoder_frames, mel_frames
 from exporters.runtime import TorchRuntime, describe
@@ -50,14 +51,11 @@ def nemo_feature_stats(model, audio_signal: torch.Tensor, audio_length: torch.Te
     from nemo.collections.asr.parts.preprocessing.features import normalize_batch
 
     featurizer = model.preprocessor.featurizer
-    saved, featurizer.normalize = featurizer.normalize, None
-    try:
-        with torch.no_grad():
-            length = audio_length.long()
-            log_mel, frames = featurizer(trim(audio_signal, length), length)
-            _, mean, std = normalize_batch(log_mel, frames, saved)
-    finally:
-        featurizer.normalize = saved
+    normalize = featurizer.normalize
+    length = audio_length.long()
+    with torch.no_grad(), normalization_off(featurizer):
+        log_mel, frames = featurizer(trim(audio_signal, length), length)
+    _, mean, std = normalize_batch(log_mel, frames, normalize)
     return mean.unsqueeze(-1), std.unsqueeze(-1)
 
 

@@ -8,6 +8,7 @@ import functools
 import torch
 
 from exporters.components.base import Component
+from exporters.inspect_model import subsampled_lengths
 
 
 def zero_past(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -27,8 +28,6 @@ def subsample_as_unpadded(pre_encode: torch.nn.Module, x: torch.Tensor, lengths:
     convolution's zero padding. Zeroing past each stage's length makes every valid frame equal NeMo
     on the unpadded input (measured 4.8e-2 on digits before) and independent of the padding.
     """
-    from nemo.collections.asr.parts.submodules.subsampling import calc_length
-
     if not pre_encode.conv2d_subsampling:
         raise NotImplementedError("only conv2d subsampling (striding, dw_striding) is supported")
     valid = lengths
@@ -41,10 +40,7 @@ def subsample_as_unpadded(pre_encode: torch.nn.Module, x: torch.Tensor, lengths:
         h = layer(h)
     batch, _, frames, _ = h.shape
     out = pre_encode.out(h.transpose(1, 2).reshape(batch, frames, -1))
-    out_lengths = calc_length(lengths, all_paddings=pre_encode._left_padding + pre_encode._right_padding,
-                              kernel_size=pre_encode._kernel_size, stride=pre_encode._stride,
-                              ceil_mode=pre_encode._ceil_mode, repeat_num=pre_encode._sampling_num)
-    return out, out_lengths
+    return out, subsampled_lengths(pre_encode, lengths)
 
 
 @contextlib.contextmanager
