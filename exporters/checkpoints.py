@@ -10,6 +10,7 @@ committed as a `.nemo` file, so decoding conformance can run on real words and r
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -166,7 +167,7 @@ def build_key(preset: str) -> str:
     payload = {
         "preset": preset, "widths": asdict(PRESETS[preset]), "config": v3_config(PRESETS[preset], ""),
         "corpus": hashlib.sha256(CORPUS_PATH.read_bytes()).hexdigest(), "seed": BUILD_SEED,
-        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "builder": hashlib.sha256("".join(inspect.getsource(f) for f in BUILDERS).encode()).hexdigest(),
         "torch": torch.__version__, "nemo": nemo.__version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -180,6 +181,8 @@ def build_checkpoint(preset: str) -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{preset}-*.nemo"):  # built by other code: 2.4 GB each at full width
+        stale.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         model = instantiate_preset(preset, Path(work) / "tokenizer")
         staged = Path(work) / target.name
@@ -204,15 +207,32 @@ def instantiate_preset(preset: str, tokenizer_dir: Path):
     return model.eval()
 
 
+# The code that determines a built checkpoint's bytes (its source is part of the cache key).
+BUILDERS = (v3_config, null_datasets, tokenizer_corpus, train_tokenizer, instantiate_preset)
+
+
 def load_model(source: str):
     """Load a NeMo ASR model from a preset or trained-model name, a `.nemo` path or a Hugging Face id
     (eval mode, CPU)."""
-    if source in PRESETS:
+    kind = check_source(source)
+    if kind == "preset":
         return restore_nemo(build_checkpoint(source))
+    if kind == "trained":
+        return restore_nemo(TRAINED[source])
+    if kind == "file":
+        return restore_nemo(Path(source))
+    return load_from_hub(source)
+
+
+def check_source(source: str) -> str:
+    """What kind of source this is ("preset", "trained", "file" or "hub"), after the checks that need
+    neither NeMo nor torch: a bad source fails in a moment, before the heavy imports."""
+    if source in PRESETS:
+        return "preset"
     if source in TRAINED:
         if not TRAINED[source].is_file():
             raise UserError(f"trained checkpoint {source!r} missing: {TRAINED[source]} (see training/README.md)")
-        return restore_nemo(TRAINED[source])
+        return "trained"
     path = Path(source)
     if path.suffix == ".nemo" or path.exists() or os.sep in source and not looks_like_hf_id(source):
         if path.is_dir():
@@ -222,8 +242,13 @@ def load_model(source: str):
             raise UserError(f"checkpoint not found: {source}")
         if path.suffix != ".nemo":
             raise UserError(f"not a .nemo checkpoint: {source}")
-        return restore_nemo(path)
-    return load_from_hub(source)
+        return "file"
+    if os.environ.get("HF_HUB_OFFLINE") != "1" and not hub_reachable():
+        raise UserError(
+            f"cannot reach the Hugging Face Hub to download {source!r}; "
+            "pass a path to a .nemo file instead (or the built-in 'tiny' / 'full-random' / 'digits')"
+        )
+    return "hub"
 
 
 def looks_like_hf_id(source: str) -> bool:
@@ -233,34 +258,60 @@ def looks_like_hf_id(source: str) -> bool:
 
 
 def restore_nemo(path: Path):
-    """`ASRModel.restore_from` on CPU, in eval mode."""
+    """`ASRModel.restore_from` on CPU, in eval mode, with weights memory-mapped (`lean_restore`)."""
     from nemo.collections.asr.models import ASRModel
 
     try:
-        model = ASRModel.restore_from(str(path), map_location="cpu")
+        model = ASRModel.restore_from(str(path), map_location="cpu", save_restore_connector=lean_restore())
+    except FileNotFoundError as error:  # named inside NeMo's temporary extraction folder
+        member = Path(error.filename).name if error.filename else "an expected member"
+        raise UserError(f"cannot restore {path}: the archive has no {member}") from error
     except Exception as error:  # NeMo raises many types for a bad archive
         raise UserError(f"cannot restore {path}: {error.__class__.__name__}: {error}") from error
     return model.eval()
 
 
 def load_from_hub(model_id: str):
-    """`ASRModel.from_pretrained`, failing fast with one clear line when the Hub is unreachable."""
+    """`ASRModel.from_pretrained` (reachability is checked first, by `check_source`)."""
     from nemo.collections.asr.models import ASRModel
 
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    if not offline and not hub_reachable():
-        raise UserError(
-            f"cannot reach the Hugging Face Hub to download {model_id!r}; "
-            "pass a path to a .nemo file instead (or the built-in 'tiny' / 'full-random' / 'digits')"
-        )
     try:
-        model = ASRModel.from_pretrained(model_id, map_location="cpu")
+        model = ASRModel.from_pretrained(model_id, map_location="cpu", save_restore_connector=lean_restore())
     except Exception as error:
         raise UserError(
             f"cannot load {model_id!r} from the Hugging Face Hub ({error.__class__.__name__}); "
             "pass a path to a .nemo file instead"
         ) from error
     return model.eval()
+
+
+def lean_restore():
+    """NeMo's SaveRestoreConnector, except that the checkpoint's tensors become the model's weights.
+
+    NeMo builds the model with random weights, reads the whole state dict into memory and copies it in:
+    two full copies at once (5.6 GiB resident for the 0.6B model), and glibc keeps the freed copy.
+    Here the state dict is memory-mapped and assigned (`assign=True`), the random weights are freed and
+    handed back to the OS, so a full-width model costs one copy. The weights' values are the same bytes.
+    """
+    import torch
+    from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
+
+    from exporters.memory import release_freed_memory
+
+    class LeanRestoreConnector(SaveRestoreConnector):
+        @staticmethod
+        def _load_state_dict_from_disk(model_weights, map_location=None):
+            try:
+                return torch.load(model_weights, map_location="cpu", weights_only=False, mmap=True)
+            except RuntimeError:  # a legacy (pre-zipfile) checkpoint cannot be mapped: read it whole
+                return torch.load(model_weights, map_location="cpu", weights_only=False)
+
+        def load_instance_with_state_dict(self, instance, state_dict, strict):
+            instance.load_state_dict(state_dict, strict=strict, assign=True)
+            instance._set_model_restore_state(is_being_restored=False)
+            release_freed_memory()
+
+    return LeanRestoreConnector()
 
 
 def hub_reachable() -> bool:

@@ -75,7 +75,7 @@ def convert(
     """
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        run_convert(model, output_dir, precision, parse_components(components), compute_units, author)
+        run_convert(model, output_dir, precision, components, compute_units, author)
     except UserError as error:
         fail(str(error))
 
@@ -85,11 +85,14 @@ def interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_convert(model_source: str, output_dir: Path, precision: str, components: tuple[str, ...],
+def run_convert(model_source: str, output_dir: Path, precision: str, components: str,
                 compute_units: str, author: str | None) -> None:
+    from exporters.checkpoints import check_source
+
+    check_source(model_source)  # before torch and NeMo load: a bad source fails in a moment
     from exporters.export import ExportSettings, check_output_dir, export_packages
 
-    settings = ExportSettings(precision, components, compute_units, author)
+    settings = ExportSettings(precision, parse_components(components), compute_units, author)
     settings.validate()
     check_output_dir(output_dir)
     quiet_libraries()

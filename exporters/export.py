@@ -17,6 +17,7 @@ import torch
 from exporters.components import COMPONENTS
 from exporters.contract import ComponentContract, Contract
 from exporters.errors import UserError
+from exporters.memory import weights_paged_out
 from exporters.example_inputs import example_inputs, numpy_dtype
 from exporters.metadata import FILENAME, build_metadata, default_author, package_sha256, write_metadata
 
@@ -126,7 +127,7 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
     remove_stale_staging(output_dir)
     staging = make_staging_dir(output_dir)
     try:
-        with temporary_files_in(staging / ".tmp"):
+        with temporary_files_in(staging / ".tmp"), weights_paged_out([*model.parameters(), *model.buffers()]):
             results = []
             for name in settings.components:
                 on_progress(name, None)

@@ -13,6 +13,7 @@ from pathlib import Path
 from exporters.checkpoints import REPO_ROOT
 from exporters.contract import Contract
 from exporters.errors import UserError
+from exporters.memory import process_peak_rss_mb
 
 # 2: every package entry carries a content sha256; the preprocessor returns its feature statistics.
 SCHEMA_VERSION = 2
@@ -81,6 +82,7 @@ def build_metadata(*, contract: Contract, source: str, model_checksum: str, prec
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "author": author,
             "platform": platform.platform(),
+            "process_peak_rss_mb": process_peak_rss_mb(),
         },
     }
 

@@ -5,8 +5,6 @@ Run `uv run pytest --benchmark-only` to measure; plain `pytest` runs each benchm
 
 from __future__ import annotations
 
-import os
-import resource
 import subprocess
 import sys
 import time
@@ -17,6 +15,8 @@ import soundfile as sf
 
 from exporters.components import COMPONENTS
 from exporters.example_inputs import example_inputs
+from exporters.memory import process_peak_rss_mb
+from exporters.metadata import read_metadata
 from exporters.reference import nemo_runtime, nemo_transcribe
 from exporters.runtime import COREML_COMPUTE_UNITS, BackendUnavailable, coreml_available, load
 
@@ -118,15 +118,15 @@ def test_transcribe_window_on_nemo(benchmark, record_run, host, tiny_model, tiny
 
 
 def export_in_child(model: str, precision: str, output_dir) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of `parakeet-coreml convert` in its own child process."""
+    """Wall seconds and peak resident MiB of `parakeet-coreml convert` in a fresh process (the peak is the
+    one the child writes into metadata.json: its own VmHWM, not an rusage figure inherited from pytest)."""
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "exporters.cli", "convert", "--model", model, "--precision",
-                              precision, "--output-dir", str(output_dir)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
+    child = subprocess.run([sys.executable, "-m", "exporters.cli", "convert", "--model", model, "--precision",
+                            precision, "--output-dir", str(output_dir)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
-    assert os.waitstatus_to_exitcode(status) == 0, child.stderr.read().decode()
-    return seconds, usage.ru_maxrss / 1024
+    assert child.returncode == 0, child.stderr
+    return seconds, read_metadata(output_dir)["provenance"]["process_peak_rss_mb"]
 
 
 def export_cost(benchmark, record_run, host, model: str, precision: str, tmp_path) -> None:
@@ -161,4 +161,4 @@ def test_full_random_encoder(benchmark, record_run, host, full_model, full_contr
     benchmark.pedantic(runtime.predict, args=(inputs,), rounds=3, warmup_rounds=1)
     record_run(benchmark, audio_seconds=window_seconds(full_contract), backend=side,
                precision=precision if side == "mil" else "fp32", model="full-random", host=host,
-               process_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+               process_peak_rss_mb=process_peak_rss_mb())

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tarfile
+import tempfile
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from exporters import export
+from exporters.checkpoints import build_checkpoint
 from exporters.cli import app
 
 runner = CliRunner()
@@ -67,6 +72,22 @@ def test_corrupt_nemo_file(tmp_path):
     assert leftovers(tmp_path) == ["broken.nemo"]
 
 
+@pytest.mark.parametrize("member", ["model_config.yaml", "model_weights.ckpt"])
+def test_nemo_archive_missing_a_member(tmp_path, member):
+    """Coverage: a .nemo archive without its config or weights: the line names the missing member, not a
+    path inside NeMo's temporary extraction folder."""
+    complete = build_checkpoint("tiny")
+    partial = tmp_path / "partial.nemo"
+    with tarfile.open(complete) as source, tarfile.open(partial, "w") as target:
+        for info in source.getmembers():
+            if Path(info.name).name != member:
+                target.addfile(info, source.extractfile(info) if info.isfile() else None)
+    result = convert("--model", str(partial), "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "cannot restore", str(partial), f"has no {member}")
+    assert tempfile.gettempdir() not in result.output.replace(str(tmp_path), "")
+    assert leftovers(tmp_path) == ["partial.nemo"]
+
+
 @pytest.mark.parametrize("option, value, fragment", [
     ("--components", "encoder,vocoder", "unknown component vocoder"),
     ("--precision", "int8", "unknown precision 'int8'"),
@@ -94,6 +115,18 @@ def test_offline_hub_id_fails_fast(tmp_path, monkeypatch):
     result = convert("--model", "nvidia/parakeet-tdt-0.6b-v3", "--output-dir", str(tmp_path / "o"))
     assert_one_line_error(result, "Hugging Face Hub", ".nemo")
     assert leftovers(tmp_path) == []
+
+
+def test_unreachable_hub_fails_before_torch_and_nemo_load(tmp_path):
+    """Coverage: the Hub check runs before the heavy imports (they alone took seconds before the check)."""
+    script = ("import sys\nfrom typer.testing import CliRunner\nfrom exporters.cli import app\n"
+              f"result = CliRunner().invoke(app, ['convert', '--model', 'nvidia/parakeet-tdt-0.6b-v3', "
+              f"'--output-dir', {str(tmp_path / 'o')!r}])\n"
+              "print(result.exit_code, 'nemo' in sys.modules, 'torch' in sys.modules)")
+    environment = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}
+    environment.pop("HF_HUB_OFFLINE", None)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment)
+    assert child.stdout.split() == ["2", "False", "False"], child.stdout + child.stderr
 
 
 def test_hub_id_in_offline_mode_uses_from_pretrained(tmp_path, monkeypatch):
