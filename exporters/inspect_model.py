@@ -23,7 +23,7 @@ class ModelSpec:
     blank_id: int  # V
     durations: tuple[int, ...]
     max_symbols_per_step: int | None
-    greedy_semantics: str  # "batched" (NeMo greedy_batch) or "sequential" (NeMo greedy)
+    greedy_semantics: str  # "batched"/"batched_keeps_end" (NeMo greedy_batch, see batched_semantics) or "sequential"
 
     @property
     def num_token_logits(self) -> int:
@@ -69,17 +69,33 @@ def greedy_semantics(greedy) -> str:
     from nemo.collections.asr.parts.submodules.rnnt_greedy_decoding import GreedyBatchedTDTInfer, GreedyTDTInfer
 
     if isinstance(greedy, GreedyBatchedTDTInfer):
-        return "batched"
+        return batched_semantics()
     if isinstance(greedy, GreedyTDTInfer):
         return "sequential"
     raise ValueError(f"not a greedy TDT decoder: {type(greedy).__name__}; set decoding.strategy to greedy_batch")
 
 
+def batched_semantics() -> str:
+    """The installed NeMo's greedy_batch end-of-utterance rule: up to 2.x its loop drops a token whose
+    jump ends the utterance ("batched"); NeMo 3.0 keeps it ("batched_keeps_end"). The decoding tests
+    check this against NeMo's own GreedyBatchedTDTInfer on scripted joints."""
+    import nemo
+
+    major = int(nemo.__version__.split(".")[0])
+    return "batched" if major < 3 else "batched_keeps_end"
+
+
 def mel_frames(model, samples: int) -> int:
-    """Mel frames for `samples` of audio, by NeMo's own featurizer length rule (center=True)."""
+    """Width of NeMo's preprocessor output for `samples` of audio (its STFT frames).
+
+    Read off a run, not off `get_seq_len`: from NeMo 3.0 the valid length it reports is one frame shorter
+    than the tensor it emits (1500 valid of 1501 for 15 s), so the length rule is not the width.
+    """
     import torch
 
-    return int(model.preprocessor.featurizer.get_seq_len(torch.tensor([samples]))[0])
+    with torch.no_grad():
+        mel, _ = model.preprocessor(input_signal=torch.zeros(1, samples), length=torch.tensor([samples]))
+    return int(mel.shape[-1])
 
 
 def encoder_frames(model, frames: int) -> int:

@@ -28,32 +28,50 @@ def exact_dft_basis(n_fft: int, window: torch.Tensor) -> tuple[torch.Tensor, tor
     return (torch.from_numpy(real[:, None, :]).float(), torch.from_numpy(imaginary[:, None, :]).float())
 
 
-def centered_signal(signal: torch.Tensor, length: torch.Tensor, half: int) -> torch.Tensor:
-    """torch.stft(center=True)'s reflect-padded input for the unpadded file signal[:, :length].
+def centered_signal(signal: torch.Tensor, length: torch.Tensor, half: int, mode: str = "reflect") -> torch.Tensor:
+    """torch.stft(center=True)'s padded input for the unpadded file signal[:, :length].
 
-    Returns [1, N + 2·half]: position p (from -half) holds sample |p| reflected again at the true
-    end (length + j holds sample length - 2 - j), as torch's reflect padding reads an unpadded file.
-    Whatever the caller left after `length` is never read. Positions whose mirror falls before
-    sample 0 (only when length <= half, where NeMo's own STFT raises) hold zeros.
+    Returns [1, N + 2·half]: position p (from -half) holds sample p, padded past both ends of the file
+    as torch pads an unpadded one: `reflect` mirrors (-p holds sample p; length + j holds sample
+    length - 2 - j), `constant` holds zeros. Whatever the caller left after `length` is never read.
+    Reflections falling before sample 0 (only when length <= half, where NeMo's own STFT raises) hold zeros.
     """
-    position = torch.arange(-half, signal.shape[-1] + half, device=signal.device).abs()
-    index = torch.where(position < length, position, 2 * (length - 1) - position)
-    picked = torch.gather(signal, 1, index.clamp(0, signal.shape[-1] - 1).unsqueeze(0))
-    return picked.masked_fill((index < 0).unsqueeze(0), 0.0)
+    position = torch.arange(-half, signal.shape[-1] + half, device=signal.device)
+    if mode == "reflect":
+        position = position.abs()
+        position = torch.where(position < length, position, 2 * (length - 1) - position)
+    outside = torch.logical_or(position < 0, position >= length)
+    picked = torch.gather(signal, 1, position.clamp(0, signal.shape[-1] - 1).unsqueeze(0))
+    return picked.masked_fill(outside.unsqueeze(0), 0.0)
+
+
+def stft_pad_mode(featurizer: torch.nn.Module) -> str:
+    """How NeMo's own STFT pads the ends: "reflect" (torch's default, NeMo 2.x) or "constant" (NeMo 3.0).
+
+    Read off its output on a probe signal rather than off the NeMo version.
+    """
+    n_fft = featurizer.n_fft
+    probe = torch.linspace(0.1, 1.0, n_fft).unsqueeze(0)
+    with torch.no_grad():
+        nemo_frame = type(featurizer).stft(featurizer, probe)[..., 0]
+        errors = {mode: (ConvStft(featurizer, torch.tensor([n_fft]), mode)(probe)[..., 0] - nemo_frame).abs().max()
+                  for mode in ("reflect", "constant")}
+    return min(errors, key=errors.get)
 
 
 class ConvStft:
-    """torch.stft(center=True, reflect padding, one-sided) of the unpadded file, as two convolutions
-    with an exact basis: valid frames of a zero-padded window equal NeMo's STFT of the file alone."""
+    """torch.stft(center=True, one-sided) of the unpadded file, as two convolutions with an exact basis:
+    valid frames of a zero-padded window equal NeMo's STFT of the file alone."""
 
-    def __init__(self, featurizer: torch.nn.Module, length: torch.Tensor):
+    def __init__(self, featurizer: torch.nn.Module, length: torch.Tensor, mode: str = "reflect"):
         self.n_fft = featurizer.n_fft
         self.hop_length = featurizer.hop_length
         self.length = length
+        self.mode = mode
         self.real_basis, self.imaginary_basis = exact_dft_basis(featurizer.n_fft, featurizer.window)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        padded = centered_signal(x, self.length, self.n_fft // 2).unsqueeze(1)
+        padded = centered_signal(x, self.length, self.n_fft // 2, self.mode).unsqueeze(1)
         real = torch.nn.functional.conv1d(padded, self.real_basis, stride=self.hop_length)
         imaginary = torch.nn.functional.conv1d(padded, self.imaginary_basis, stride=self.hop_length)
         return torch.complex(real, imaginary)
@@ -64,7 +82,7 @@ def exact_stft(featurizer: torch.nn.Module, length: torch.Tensor):
     """Run NeMo's featurizer with ConvStft (true end at `length`) in place of its torch.stft call."""
     if featurizer.exact_pad:
         raise NotImplementedError("exact_pad featurizers (center=False) are not supported")
-    featurizer.stft = ConvStft(featurizer, length)
+    featurizer.stft = ConvStft(featurizer, length, stft_pad_mode(featurizer))
     try:
         yield featurizer
     finally:

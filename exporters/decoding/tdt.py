@@ -16,7 +16,8 @@ NeMo has two greedy TDT loops whose decisions differ in corner cases; ``semantic
 ``greedy_batch`` strategy Parakeet-TDT is configured with.
   * blank with duration 0 advances one frame (NeMo forces blank durations to at least 1);
   * a token whose jump ends the utterance (frame + duration >= num_frames) is dropped, not emitted
-    (nor fed to the decoder): a token on the last frame survives only with duration 0;
+    (nor fed to the decoder): a token on the last frame survives only with duration 0. NeMo 3.0's
+    loop keeps and emits that token instead: ``"batched_keeps_end"``, otherwise the same;
   * ``max_symbols`` counts tokens emitted on one frame; after the ``max_symbols``-th token on a
     frame, if its duration was 0, time advances by one frame (its recorded duration stays 0).
 
@@ -45,8 +46,8 @@ import numpy as np
 
 Predict = Callable[[int, object], tuple[object, object]]
 Decide = Callable[[int, object], tuple[int, int]]
-Semantics = Literal["batched", "sequential"]
-SEMANTICS = ("batched", "sequential")
+Semantics = Literal["batched", "batched_keeps_end", "sequential"]
+SEMANTICS = ("batched", "batched_keeps_end", "sequential")
 
 
 @dataclass
@@ -126,9 +127,13 @@ def greedy_tdt_decode(num_frames: int, predict: Predict, decide: Decide, *, blan
         raise ValueError("durations must not be empty")
     context = _DecoderContext(predict, blank_id, start or TdtHypothesis())
     emitted = TdtHypothesis()
-    loop = _batched_loop if semantics == "batched" else _sequential_loop
-    emitted.next_frame = loop(num_frames, context, decide, blank_id, list(durations), max_symbols, emitted,
-                              first_frame, final)
+    if semantics == "sequential":
+        emitted.next_frame = _sequential_loop(num_frames, context, decide, blank_id, list(durations), max_symbols,
+                                              emitted, first_frame)
+    else:
+        drops_end_token = final and semantics == "batched"
+        emitted.next_frame = _batched_loop(num_frames, context, decide, blank_id, list(durations), max_symbols,
+                                           emitted, first_frame, drops_end_token)
     emitted.decoder_state, emitted.last_token, emitted.decoder_output = context.carried()
     return emitted
 
@@ -141,7 +146,8 @@ def _emit(result: TdtHypothesis, context: _DecoderContext, token: int, frame: in
     context.consume(token)
 
 
-def _batched_loop(num_frames, context, decide, blank_id, durations, max_symbols, result, frame, final) -> int:
+def _batched_loop(num_frames, context, decide, blank_id, durations, max_symbols, result, frame,
+                  drops_end_token) -> int:
     """GreedyBatchedTDTInfer's loop-labels decisions; returns the frame to go on from."""
     tokens_on_frame = 0
     while frame < num_frames:
@@ -151,8 +157,8 @@ def _batched_loop(num_frames, context, decide, blank_id, durations, max_symbols,
             frame += max(duration, 1)
             continue
         next_frame = frame + duration
-        if final and next_frame >= num_frames:
-            return num_frames  # NeMo stores only tokens whose jump lands inside the utterance
+        if drops_end_token and next_frame >= num_frames:
+            return num_frames  # NeMo 2.x stores only tokens whose jump lands inside the utterance
         tokens_on_frame = tokens_on_frame + 1 if result.frames and result.frames[-1] == frame else 1
         _emit(result, context, token, frame, duration)
         if duration == 0 and max_symbols is not None and tokens_on_frame >= max_symbols:
@@ -161,8 +167,8 @@ def _batched_loop(num_frames, context, decide, blank_id, durations, max_symbols,
     return frame
 
 
-def _sequential_loop(num_frames, context, decide, blank_id, durations, max_symbols, result, frame, final) -> int:
-    """GreedyTDTInfer's decisions (it emits a token whose jump ends the utterance, so `final` changes nothing)."""
+def _sequential_loop(num_frames, context, decide, blank_id, durations, max_symbols, result, frame) -> int:
+    """GreedyTDTInfer's decisions (it emits a token whose jump ends the utterance)."""
     while frame < num_frames:
         decisions = 0
         duration = 0

@@ -61,17 +61,24 @@ def starts_word(processor, token_id: int) -> bool:
 def group_words(timings: list[TokenTiming], processor) -> list[WordTiming]:
     """Words from token timings, grouped as NeMo does.
 
-    NeMo first guesses whether the vocabulary is character-like: if the tokens' decoded texts are no
-    longer than one character on average, words are split only at tokens decoding to a space;
-    otherwise at SentencePiece word-start tokens.
+    NeMo 2.x first guesses whether the vocabulary is character-like: if the tokens' decoded texts are
+    no longer than one character on average, words are split only at tokens decoding to a space;
+    otherwise (and always from NeMo 3.0, which dropped the guess) at SentencePiece word-start tokens.
     """
     texts = [processor.decode([t.token_id]) for t in timings]
-    if sum(len(text) for text in texts) > len(texts):
+    if not guesses_character_vocabulary() or sum(len(text) for text in texts) > len(texts):
         starts = [starts_word(processor, t.token_id) for t in timings]
         groups = split_before(timings, starts)
         return [WordTiming(processor.decode([t.token_id for t in group]), group[0].start, group[-1].end)
                 for group in groups]
     return character_words(timings, texts)
+
+
+def guesses_character_vocabulary() -> bool:
+    """Whether the installed NeMo's word grouping still guesses character-like vocabularies (2.x)."""
+    import nemo
+
+    return int(nemo.__version__.split(".")[0]) < 3
 
 
 def split_before(timings: list[TokenTiming], starts: list[bool]) -> list[list[TokenTiming]]:

@@ -55,7 +55,8 @@ def test_time_axes_follow_the_fixed_window(tiny_contract):
 
 
 def test_contract_frames_equal_nemo_lengths(tiny_model, tiny_contract):
-    """Coverage: the contract's frame counts are the lengths NeMo itself produces on a full window."""
+    """Coverage: the contract's frame counts are the widths NeMo itself emits on a full window; its valid
+    lengths fit in them (NeMo 2.x counts every frame valid, NeMo 3.0 one mel frame fewer)."""
     import torch
 
     audio = torch.zeros(1, tiny_contract.window_samples)
@@ -63,8 +64,8 @@ def test_contract_frames_equal_nemo_lengths(tiny_model, tiny_contract):
     with torch.no_grad():
         mel, mel_length = tiny_model.preprocessor(input_signal=audio, length=length)
         encoded, encoded_length = tiny_model.encoder(audio_signal=mel, length=mel_length)
-    assert mel.shape[-1] == int(mel_length[0]) == tiny_contract.mel_frames
-    assert encoded.shape[-1] == int(encoded_length[0]) == tiny_contract.encoder_frames
+    assert mel.shape[-1] == tiny_contract.mel_frames >= int(mel_length[0]) >= tiny_contract.mel_frames - 1
+    assert encoded.shape[-1] == tiny_contract.encoder_frames >= int(encoded_length[0])
 
 
 def test_fp16_packages_compute_in_fp16_with_fp32_io(tiny_packages, tiny_contract, precision):

@@ -7,23 +7,21 @@ loop through plain callables. Tokens, frames and durations must match exactly.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporters.decoding import TdtHypothesis, decide_from_logits, greedy_tdt_decode
+from exporters.inspect_model import batched_semantics
 
-# Profiles live here until they move to a conftest; registering twice is harmless.
-settings.register_profile("decoding", max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("nightly", max_examples=1000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-LOOP_SETTINGS = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "decoding"))
+BATCHED = batched_semantics()  # the installed NeMo's greedy_batch rule
+
+# The loop is cheap: three times the active profile's examples (conftest.py holds the only profiles).
+LOOP_SETTINGS = settings(max_examples=3 * settings.default.max_examples)
 
 PARAKEET_DURATIONS = (0, 1, 2, 3, 4)
 MAX_SYMBOLS = (1, 2, 3, 10, None)
@@ -246,12 +244,12 @@ def ours(scenario: Scenario, semantics: str, start: TdtHypothesis | None = None,
 
 
 def nemo_decoder(nemo_greedy, scenario: Scenario, semantics: str, tables=None, start_count: int = 0):
-    """NeMo's GreedyBatchedTDTInfer ("batched") or GreedyTDTInfer ("sequential") over the stubs."""
+    """NeMo's GreedyBatchedTDTInfer (BATCHED) or GreedyTDTInfer ("sequential") over the stubs."""
     decoder = CountingDecoder(scenario.blank_id, start_count)
     joint = ScriptedJoint(scenario.table[None] if tables is None else tables)
     common = dict(blank_index=scenario.blank_id, durations=list(scenario.durations),
                   max_symbols_per_step=scenario.max_symbols, include_duration=True)
-    if semantics == "batched":
+    if semantics != "sequential":
         return nemo_greedy.GreedyBatchedTDTInfer(decoder, joint, use_cuda_graph_decoder=False, **common)
     return nemo_greedy.GreedyTDTInfer(decoder, joint, **common)
 
@@ -278,7 +276,7 @@ def emissions(hypothesis) -> tuple[list[int], list[int], list[int]]:
     return tokens, frames, durations or [0] * len(tokens)
 
 
-def assert_matches_nemo(nemo_greedy, scenario: Scenario, semantics_list=("batched", "sequential")):
+def assert_matches_nemo(nemo_greedy, scenario: Scenario, semantics_list=(BATCHED, "sequential")):
     """Our loop and NeMo's emit the same tokens, frames and durations, for each semantics."""
     for semantics in semantics_list:
         (expected,) = run_nemo(nemo_decoder(nemo_greedy, scenario, semantics), [scenario.num_frames])
@@ -314,7 +312,7 @@ def test_blank_with_zero_duration_matches_nemo(nemo_greedy, scenario):
                  max_symbols=st.none(), for_sequential=False))
 def test_blank_with_zero_duration_unbounded_matches_batched_nemo(nemo_greedy, scenario):
     """Blank with duration 0 and max_symbols=None: the batched loop advances a frame, as NeMo's does."""
-    assert_matches_nemo(nemo_greedy, scenario, ("batched",))
+    assert_matches_nemo(nemo_greedy, scenario, (BATCHED,))
 
 
 def test_sequential_refuses_endless_blank_with_zero_duration():
@@ -329,15 +327,16 @@ def test_sequential_refuses_endless_blank_with_zero_duration():
 def test_all_blank_matches_nemo(nemo_greedy, scenario):
     """Only blanks: nothing emitted, by us or NeMo."""
     assert_matches_nemo(nemo_greedy, scenario)
-    assert ours(scenario, "batched").tokens == []
+    assert ours(scenario, BATCHED).tokens == []
 
 
 @LOOP_SETTINGS
 @given(scenarios(blank_rates=(0.0,), durations=st.just(PARAKEET_DURATIONS), weights_for=only(1)))
 def test_every_frame_emitting_matches_nemo(nemo_greedy, scenario):
-    """A token with duration 1 on every frame: same as NeMo, incl. the batched loop dropping the last frame's token."""
+    """A token with duration 1 on every frame: same as NeMo, incl. the batched loop dropping the last frame's token
+    (NeMo 2.x) or keeping it (NeMo 3.0)."""
     assert_matches_nemo(nemo_greedy, scenario)
-    assert scenario.num_frames - 1 not in ours(scenario, "batched").frames
+    assert (scenario.num_frames - 1 in ours(scenario, BATCHED).frames) == (BATCHED == "batched_keeps_end")
 
 
 @LOOP_SETTINGS
@@ -372,9 +371,9 @@ def test_batched_nemo_decodes_each_utterance_like_our_loop(nemo_greedy, batch):
     Durations are not compared: with B > 1 NeMo's inner loop overwrites the recorded duration of an
     utterance that already found its token with the joint's pick at that utterance's next frame.
     """
-    infer = nemo_decoder(nemo_greedy, batch[0], "batched", tables=stack_padded([s.table for s in batch]))
+    infer = nemo_decoder(nemo_greedy, batch[0], BATCHED, tables=stack_padded([s.table for s in batch]))
     for scenario, expected in zip(batch, run_nemo(infer, [s.num_frames for s in batch])):
-        assert emissions(ours(scenario, "batched"))[:2] == emissions(expected)[:2]
+        assert emissions(ours(scenario, BATCHED))[:2] == emissions(expected)[:2]
 
 
 def stack_padded(tables: list[np.ndarray]) -> np.ndarray:
@@ -408,16 +407,16 @@ def test_seam_matches_nemo_partial_hypotheses(nemo_greedy, windows):
 def test_batched_seam_matches_nemo_with_decoder_context_carried(nemo_greedy, windows):
     """Second batched window = NeMo's batched loop from frame 0 with the decoder having seen window 1's tokens."""
     first, second = windows
-    (nemo_first,) = run_nemo(nemo_decoder(nemo_greedy, first, "batched"), [first.num_frames])
+    (nemo_first,) = run_nemo(nemo_decoder(nemo_greedy, first, BATCHED), [first.num_frames])
     carried = len(emissions(nemo_first)[0])
-    (nemo_second,) = run_nemo(nemo_decoder(nemo_greedy, second, "batched", start_count=carried), [second.num_frames])
-    assert emissions(ours(second, "batched", start=ours(first, "batched"))) == emissions(nemo_second)
+    (nemo_second,) = run_nemo(nemo_decoder(nemo_greedy, second, BATCHED, start_count=carried), [second.num_frames])
+    assert emissions(ours(second, BATCHED, start=ours(first, BATCHED))) == emissions(nemo_second)
 
 
 # ---- predict calls -----------------------------------------------------------------------------
 
 @LOOP_SETTINGS
-@given(scenario_groups(size=2), st.sampled_from(("batched", "sequential")))
+@given(scenario_groups(size=2), st.sampled_from((BATCHED, "sequential")))
 def test_predict_runs_once_per_emitted_token_plus_start(windows, semantics):
     """predict sees SOS (blank, None) then each emitted token once; a continued window needs no SOS."""
     first, second = windows
@@ -472,7 +471,7 @@ def test_sequential_nemo_merges_near_tied_durations_but_batched_does_not(nemo_gr
     vocab_size, durations = 3, (1, 2)
     row = np.array([5.0, 0.0, 0.0, 0.0, 0.0, 2e-8], dtype=np.float32)  # token 0; duration 2 wins by 2e-8
     scenario = Scenario(np.broadcast_to(row, (4, 9, 6)).copy(), vocab_size, durations, 10)
-    assert ours(scenario, "batched").durations[0] == 2
-    assert_matches_nemo(nemo_greedy, scenario, ("batched",))
+    assert ours(scenario, BATCHED).durations[0] == 2
+    assert_matches_nemo(nemo_greedy, scenario, (BATCHED,))
     (sequential,) = run_nemo(nemo_decoder(nemo_greedy, scenario, "sequential"), [scenario.num_frames])
     assert emissions(sequential)[2][0] == 1

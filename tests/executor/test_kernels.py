@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from exporters.runtime.mil import KERNELS
-
-EXAMPLES = settings(max_examples=20, deadline=None)
 
 
 def run(op_type: str, **inputs):
@@ -83,14 +81,12 @@ def check_conv(case, sizes):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
-@EXAMPLES
 @given(case=conv_cases, length=st.integers(8, 20))
 def test_conv1d_matches_torch(case, length):
     """conv 1-D: groups, strides, dilations and valid/same/custom padding vs torch conv1d."""
     check_conv(case, (length,))
 
 
-@EXAMPLES
 @given(case=conv_cases, height=st.integers(8, 12), width=st.integers(8, 12))
 def test_conv2d_matches_torch(case, height, width):
     """conv 2-D: groups, strides, dilations and valid/same/custom padding vs torch conv2d."""
@@ -119,7 +115,6 @@ def torch_lstm_to_mil(lstm: torch.nn.LSTM, suffix: str = "_l0") -> dict[str, np.
     }
 
 
-@EXAMPLES
 @given(steps=st.integers(1, 6), batch=st.integers(1, 3), inputs=st.integers(1, 5), hidden=st.integers(1, 6),
        seed=st.integers(0, 2**16))
 def test_lstm_matches_torch(steps, batch, inputs, hidden, seed):
@@ -163,7 +158,6 @@ def test_bidirectional_lstm_matches_torch():
     np.testing.assert_allclose(c, torch.cat([ec[0], ec[1]], -1).numpy(), rtol=1e-5, atol=1e-5)
 
 
-@EXAMPLES
 @given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), normalized=st.integers(1, 4),
        seed=st.integers(0, 2**16))
 def test_layer_norm_matches_torch(shape, normalized, seed):
@@ -178,7 +172,6 @@ def test_layer_norm_matches_torch(shape, normalized, seed):
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-4, atol=1e-4)
 
 
-@EXAMPLES
 @given(batch=st.integers(1, 3), channels=st.integers(1, 5), spatial=st.lists(st.integers(1, 5), min_size=1,
        max_size=2), seed=st.integers(0, 2**16))
 def test_batch_norm_matches_torch(batch, channels, spatial, seed):
@@ -191,7 +184,6 @@ def test_batch_norm_matches_torch(batch, channels, spatial, seed):
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-4, atol=1e-4)
 
 
-@EXAMPLES
 @given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), axis_choice=st.integers(0, 3),
        seed=st.integers(0, 2**16))
 def test_softmax_matches_torch(shape, axis_choice, seed):
@@ -202,7 +194,6 @@ def test_softmax_matches_torch(shape, axis_choice, seed):
     np.testing.assert_allclose(out, torch.softmax(torch.from_numpy(x), axis).numpy(), rtol=1e-5, atol=1e-6)
 
 
-@EXAMPLES
 @given(lead=st.lists(st.integers(1, 4), max_size=2), d_in=st.integers(1, 8), d_out=st.integers(1, 8),
        with_bias=st.booleans(), seed=st.integers(0, 2**16))
 def test_linear_matches_torch(lead, d_in, d_out, with_bias, seed):
@@ -213,7 +204,6 @@ def test_linear_matches_torch(lead, d_in, d_out, with_bias, seed):
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@EXAMPLES
 @given(batch_x=st.sampled_from([(), (1,), (3,), (2, 1)]), batch_y=st.sampled_from([(), (1,), (3,), (1, 3)]),
        m=st.integers(1, 4), k=st.integers(1, 4), n=st.integers(1, 4), transpose_x=st.booleans(),
        transpose_y=st.booleans(), seed=st.integers(0, 2**16))
@@ -227,7 +217,6 @@ def test_matmul_matches_torch(batch_x, batch_y, m, k, n, transpose_x, transpose_
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@EXAMPLES
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), axis_choice=st.integers(0, 2),
        index_shape=st.lists(st.integers(1, 3), max_size=2), seed=st.integers(0, 2**16))
 def test_gather_matches_torch(shape, axis_choice, index_shape, seed):
@@ -249,7 +238,6 @@ def test_gather_with_batch_dims():
     np.testing.assert_array_equal(out, torch.gather(torch.from_numpy(x), 1, wrapped).numpy())
 
 
-@EXAMPLES
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), axis_choice=st.integers(0, 2),
        picks=st.integers(1, 4), seed=st.integers(0, 2**16))
 def test_gather_along_axis_matches_torch(shape, axis_choice, picks, seed):
@@ -263,7 +251,6 @@ def test_gather_along_axis_matches_torch(shape, axis_choice, picks, seed):
     np.testing.assert_array_equal(out, expected.numpy())
 
 
-@EXAMPLES
 @given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), axis_choice=st.integers(0, 2),
        keep_dims=st.booleans(), seed=st.integers(0, 2**16))
 def test_reduce_argmax_matches_torch(shape, axis_choice, keep_dims, seed):
@@ -275,7 +262,6 @@ def test_reduce_argmax_matches_torch(shape, axis_choice, keep_dims, seed):
     np.testing.assert_array_equal(out, torch.argmax(torch.from_numpy(x), axis, keepdim=keep_dims).numpy())
 
 
-@EXAMPLES
 @given(shape=st.lists(st.integers(2, 5), min_size=2, max_size=4), padded=st.integers(1, 2),
        amounts=st.lists(st.integers(0, 1), min_size=4, max_size=4), mode=st.sampled_from(["constant", "reflect"]),
        seed=st.integers(0, 2**16))
@@ -301,7 +287,6 @@ def test_pad_replicate_matches_torch():
     np.testing.assert_array_equal(out, F.pad(torch.from_numpy(x), [2, 1], mode="replicate").numpy())
 
 
-@EXAMPLES
 @given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), seed=st.integers(0, 2**16))
 def test_silu_matches_torch(shape, seed):
     """silu vs torch silu, including large magnitudes."""

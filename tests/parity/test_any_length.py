@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
+from exporters.components.preprocessor import stft_pad_mode
+from exporters.inspect_model import subsampled_lengths
 
 TAILS = ("zeros", "noise", "speech", "full-scale clipping", "denormals")
 
@@ -87,18 +89,23 @@ def test_mel_after_length_changes_no_encoder_frame(tiny_contract, open_package, 
 
 
 @pytest.mark.parametrize("length", [1, 159, 160, 200, 256])
-def test_files_nemo_cannot_read_still_get_nemo_lengths(tiny_model, tiny_contract, open_package, precision, speech,
-                                                       length):
-    """Coverage: 1..256 samples, where NeMo's own STFT raises (torch reflect padding needs > n_fft/2 samples):
-    the packages still follow NeMo's length rule (samples // hop + 1 mel frames, one encoder frame)."""
+def test_very_short_files_get_nemo_lengths(tiny_model, tiny_contract, open_package, precision, speech, length):
+    """Coverage: 1..256 samples. With reflect padding (NeMo 2.x) NeMo's own STFT raises there (torch needs
+    > n_fft/2 samples to reflect); NeMo 3.0 pads with zeros and reads them. Either way the packages return
+    NeMo's length rule for mel and encoder frames."""
+    featurizer = tiny_model.preprocessor.featurizer
     samples = speech[16000:16000 + length]
-    with pytest.raises(RuntimeError, match="[Pp]adding size"):
-        with torch.no_grad():
-            tiny_model.preprocessor(input_signal=torch.from_numpy(samples[None].copy()), length=torch.tensor([length]))
+    if stft_pad_mode(featurizer) == "reflect":
+        with pytest.raises(RuntimeError, match="[Pp]adding size"):
+            with torch.no_grad():
+                tiny_model.preprocessor(input_signal=torch.from_numpy(samples[None].copy()),
+                                        length=torch.tensor([length]))
+    mel_length = int(featurizer.get_seq_len(torch.tensor([length]))[0])
     window = tiny_contract.window_samples
     audio = {"audio_signal": with_tail(samples, window, np.zeros(window, np.float32)),
              "audio_length": np.array([length], np.int32)}
     out = open_package("preprocessor").predict(audio)
-    assert int(out["mel_length"][0]) == length // tiny_contract.model.hop_length + 1
+    assert int(out["mel_length"][0]) == mel_length
     encoded = open_package("mel_encoder").predict(audio)
-    assert int(encoded["encoder_length"][0]) == 1
+    assert int(encoded["encoder_length"][0]) == int(subsampled_lengths(tiny_model.encoder.pre_encode,
+                                                                      torch.tensor([mel_length]))[0])

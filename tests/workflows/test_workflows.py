@@ -46,10 +46,21 @@ def test_actionlint_reports_a_broken_workflow(tmp_path):
 
 def test_linux_job_runs_ci_script():
     """Coverage: the Linux job installs uv and then runs `bash .ci/run`, the same entry point as local CI."""
-    jobs = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]
-    linux = next(job for job in jobs.values() if job["runs-on"] == "ubuntu-latest")
+    linux = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]["linux"]
+    assert linux["runs-on"] == "ubuntu-latest"
     commands = [step["run"].strip() for step in linux["steps"] if "run" in step]
     assert commands[-2:] == ["pip install uv", "bash .ci/run"]
+
+
+def test_latest_dependencies_job_runs_the_suite_on_coremltools_9():
+    """Coverage: a second Linux job runs the suite through `.ci/run-latest`, which re-pins coremltools 9.0,
+    torch 2.7 and an unpinned NeMo in a copy of the tree (so the main lock is not what it tests)."""
+    job = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]["latest-dependencies"]
+    commands = [step["run"].strip() for step in job["steps"] if "run" in step]
+    assert commands[-1] == "bash .ci/run-latest"
+    script = (WORKFLOWS.parents[1] / ".ci" / "run-latest").read_text()
+    for pin in ("coremltools==9.0", "torch>=2.7,<2.8", "rm -f uv.lock", "uv run pytest"):
+        assert pin in script
 
 
 def test_macos_job_on_apple_silicon_uploads_artifacts():
