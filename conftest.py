@@ -25,7 +25,13 @@ MARKERS = {
     "full": "exports or runs the full-width (627 M parameter) random model: minutes and ~4 GB per precision",
     "macos": "needs Core ML's runtime, which exists only on macOS",
 }
-EXPORTER_SOURCES = Path(__file__).parent / "exporters"
+EXPORTERS = Path(__file__).parent / "exporters"
+# The code that shapes an export directory's bytes (packages and metadata.json); runtime, decoding,
+# parity and CLI code do not, so changing them reuses the cached exports.
+EXPORTER_SOURCES = sorted([*EXPORTERS.joinpath("components").rglob("*.py"),
+                           *(EXPORTERS / name for name in ("checkpoints.py", "contract.py", "example_inputs.py",
+                                                           "export.py", "inspect_model.py", "memory.py",
+                                                           "metadata.py"))])
 TEST_AUTHOR = "parakeet-coreml tests"
 # Models whose session exports run `convert` in a child process, so their export memory is measured.
 EXPORTED_BY_CLI = {"full-random"}
@@ -111,7 +117,7 @@ def subject(source: str) -> Subject:
 def source_fingerprint() -> str:
     """Hash of the exporter code, so a code change never reuses stale packages."""
     digest = hashlib.sha256()
-    for path in sorted(EXPORTER_SOURCES.rglob("*.py")):
+    for path in EXPORTER_SOURCES:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -262,3 +268,18 @@ def reseal_export():
 def load_subject():
     """subject(source): a model under test by load_model source, loaded once per session."""
     return subject
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A CLI failure as the README promises it: exit 2 and exactly one line, starting `error:` and holding
+    every fragment."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], result.output
+
+
+@pytest.fixture
+def one_line_error():
+    """assert_one_line_error, for tests of any command."""
+    return assert_one_line_error

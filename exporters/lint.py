@@ -215,19 +215,45 @@ def gathered_rows(program: Program, op: MIL_pb2.Operation) -> int | None:
     return dims[axis]
 
 
+# Ops that carry index values through unchanged in range (coremltools 9 wraps gather indices in
+# cast → greater_equal/add → select to resolve negative ids, after any narrowing cast).
+INDEX_CARRIERS = {"cast": ("x",), "select": ("a", "b"), "add": ("x", "y"), "sub": ("x", "y"),
+                  "identity": ("x",), "reshape": ("x",), "squeeze": ("x",), "expand_dims": ("x",)}
+
+
+def narrowest_index_dtype(program: Program, var: str, depth: int = 8):
+    """The narrowest integer dtype an index value passed through on its way to `var`, if any."""
+    narrowest = None
+    pending, seen = [(var, 0)], set()
+    while pending:
+        name, level = pending.pop()
+        if name in seen or name not in program.var_types:
+            continue
+        seen.add(name)
+        dtype = dtype_of(program.var_types[name])
+        if dtype in INDEX_DTYPE_ROWS and (narrowest is None or INDEX_DTYPE_ROWS[dtype] < INDEX_DTYPE_ROWS[narrowest]):
+            narrowest = dtype
+        producer = program.producers.get(name)
+        if producer is not None and level < depth:
+            for argument in INDEX_CARRIERS.get(producer.type, ()):
+                source = program.input_var(producer, argument)
+                if source is not None:
+                    pending.append((source, level + 1))
+    return narrowest
+
+
 def check_gather_indices(program: Program) -> Iterator[Finding]:
-    """Indices narrowed to 8/16 bits cannot reach every row of a larger table (vocabulary)."""
+    """Indices narrowed to 8/16 bits, anywhere on their way in, cannot reach every row of a larger table."""
     for op in program.ops:
         indices = program.input_var(op, "indices") if op.type in GATHER_OPS else None
-        if indices not in program.var_types:
+        if indices is None:
             continue
-        dtype = dtype_of(program.var_types[indices])
-        reach = INDEX_DTYPE_ROWS.get(dtype)
+        dtype = narrowest_index_dtype(program, indices)
         rows = gathered_rows(program, op)
-        if reach is not None and rows is not None and rows > reach:
+        if dtype is not None and rows is not None and rows > INDEX_DTYPE_ROWS[dtype]:
             yield program.finding(ERROR, RULE_GATHER_INDICES, op,
-                                  f"indices {indices} are {dtype} (rows 0..{reach - 1}) but the gathered axis has "
-                                  f"{rows} rows: larger ids wrap or fail")
+                                  f"indices {indices} pass through {dtype} (rows 0..{INDEX_DTYPE_ROWS[dtype] - 1}) "
+                                  f"but the gathered axis has {rows} rows: larger ids wrap or fail")
 
 
 def check_fp16_constants(program: Program) -> Iterator[Finding]:

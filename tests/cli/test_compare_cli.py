@@ -54,8 +54,12 @@ def test_compare_fails_on_a_drifted_package(export_copy, tiny_contract, perturb_
     assert json.loads((export_copy / "metadata.json").read_text())["parity"]["passed"] is False
 
 
-def test_compare_on_a_non_export_dir(tmp_path):
+def test_compare_on_a_non_export_dir(tmp_path, one_line_error):
     """Coverage: a directory without metadata.json: one error line, exit 2."""
-    result = compare(tmp_path)
-    assert result.exit_code == 2
-    assert [line for line in result.output.splitlines() if line.strip()][0].startswith("error:")
+    one_line_error(compare(tmp_path), "metadata.json")
+
+
+def test_compare_unknown_backend(export_copy, one_line_error):
+    """Coverage: an unknown --backend is one line naming the choices."""
+    result = runner.invoke(app, ["compare", "--packages", str(export_copy), "--backend", "npu"])
+    one_line_error(result, "unknown backend 'npu'", "choose one of")

@@ -24,15 +24,6 @@ def convert(*args: str):
     return runner.invoke(app, ["convert", *args])
 
 
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error:")
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def leftovers(parent):
     return sorted(p.name for p in parent.iterdir())
 
@@ -50,30 +41,30 @@ def test_convert_exports_selected_components_with_summary(tmp_path):
     assert leftovers(tmp_path) == ["out"]
 
 
-def test_missing_checkpoint_path(tmp_path):
+def test_missing_checkpoint_path(tmp_path, one_line_error):
     """Coverage: a .nemo path that does not exist."""
-    assert_one_line_error(convert("--model", str(tmp_path / "absent.nemo"), "--output-dir", str(tmp_path / "o")),
+    one_line_error(convert("--model", str(tmp_path / "absent.nemo"), "--output-dir", str(tmp_path / "o")),
                           "not found", "absent.nemo")
     assert leftovers(tmp_path) == []
 
 
-def test_non_nemo_path(tmp_path):
+def test_non_nemo_path(tmp_path, one_line_error):
     """Coverage: an existing file that is not a .nemo archive."""
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
-    assert_one_line_error(convert("--model", str(notes), "--output-dir", str(tmp_path / "o")), "not a .nemo")
+    one_line_error(convert("--model", str(notes), "--output-dir", str(tmp_path / "o")), "not a .nemo")
 
 
-def test_corrupt_nemo_file(tmp_path):
+def test_corrupt_nemo_file(tmp_path, one_line_error):
     """Coverage: a file named .nemo that is not a NeMo archive."""
     broken = tmp_path / "broken.nemo"
     broken.write_bytes(b"not a tar archive")
-    assert_one_line_error(convert("--model", str(broken), "--output-dir", str(tmp_path / "o")), "cannot restore")
+    one_line_error(convert("--model", str(broken), "--output-dir", str(tmp_path / "o")), "cannot restore")
     assert leftovers(tmp_path) == ["broken.nemo"]
 
 
 @pytest.mark.parametrize("member", ["model_config.yaml", "model_weights.ckpt"])
-def test_nemo_archive_missing_a_member(tmp_path, member):
+def test_nemo_archive_missing_a_member(tmp_path, member, one_line_error):
     """Coverage: a .nemo archive without its config or weights: the line names the missing member, not a
     path inside NeMo's temporary extraction folder."""
     complete = build_checkpoint("tiny")
@@ -83,7 +74,7 @@ def test_nemo_archive_missing_a_member(tmp_path, member):
             if Path(info.name).name != member:
                 target.addfile(info, source.extractfile(info) if info.isfile() else None)
     result = convert("--model", str(partial), "--output-dir", str(tmp_path / "o"))
-    assert_one_line_error(result, "cannot restore", str(partial), f"has no {member}")
+    one_line_error(result, "cannot restore", str(partial), f"has no {member}")
     assert tempfile.gettempdir() not in result.output.replace(str(tmp_path), "")
     assert leftovers(tmp_path) == ["partial.nemo"]
 
@@ -93,27 +84,27 @@ def test_nemo_archive_missing_a_member(tmp_path, member):
     ("--precision", "int8", "unknown precision 'int8'"),
     ("--compute-units", "NPU", "unknown compute units 'NPU'"),
 ])
-def test_unknown_settings(tmp_path, option, value, fragment):
+def test_unknown_settings(tmp_path, option, value, fragment, one_line_error):
     """Coverage: unknown component, precision or compute units fail before any work."""
-    assert_one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), option, value), fragment)
+    one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), option, value), fragment)
     assert leftovers(tmp_path) == []
 
 
-def test_unwritable_output_dir(tmp_path):
+def test_unwritable_output_dir(tmp_path, one_line_error):
     """Coverage: an output directory that cannot be created (its parent is a file)."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert_one_line_error(convert("--model", "tiny", "--output-dir", str(blocker / "out"),
+    one_line_error(convert("--model", "tiny", "--output-dir", str(blocker / "out"),
                                   "--components", "joint"), "cannot write to output directory")
     assert leftovers(tmp_path) == ["file"]
 
 
-def test_offline_hub_id_fails_fast(tmp_path, monkeypatch):
+def test_offline_hub_id_fails_fast(tmp_path, monkeypatch, one_line_error):
     """Coverage: a Hugging Face id with the Hub unreachable: one line that says to pass a .nemo path."""
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused at once
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     result = convert("--model", "nvidia/parakeet-tdt-0.6b-v3", "--output-dir", str(tmp_path / "o"))
-    assert_one_line_error(result, "Hugging Face Hub", ".nemo")
+    one_line_error(result, "Hugging Face Hub", ".nemo")
     assert leftovers(tmp_path) == []
 
 
@@ -129,12 +120,12 @@ def test_unreachable_hub_fails_before_torch_and_nemo_load(tmp_path):
     assert child.stdout.split() == ["2", "False", "False"], child.stdout + child.stderr
 
 
-def test_hub_id_in_offline_mode_uses_from_pretrained(tmp_path, monkeypatch):
+def test_hub_id_in_offline_mode_uses_from_pretrained(tmp_path, monkeypatch, one_line_error):
     """Coverage: with HF_HUB_OFFLINE=1 the real from_pretrained runs and its failure is one line."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     result = convert("--model", "nvidia/parakeet-tdt-0.6b-v3", "--output-dir", str(tmp_path / "o"))
-    assert_one_line_error(result, "nvidia/parakeet-tdt-0.6b-v3", ".nemo")
+    one_line_error(result, "nvidia/parakeet-tdt-0.6b-v3", ".nemo")
     assert not (tmp_path / "o").exists()
 
 

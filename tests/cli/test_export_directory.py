@@ -26,11 +26,6 @@ def run(*args) -> object:
     return runner.invoke(app, [*map(str, args)])
 
 
-def one_line_error(result, fragment: str) -> bool:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    return result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0]
-
-
 # Every command that opens an export directory, with the arguments it needs besides --packages.
 OPENERS = {"transcribe": [CLIP, "--backend", "mil"], "compare": ["--backend", "mil", "--runs", "1"],
            "lint": [], "compile": []}
@@ -71,34 +66,34 @@ def test_convert_replaces_an_existing_export_as_a_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_convert_refuses_a_directory_that_is_not_an_export(tmp_path):
+def test_convert_refuses_a_directory_that_is_not_an_export(tmp_path, one_line_error):
     """Coverage: a non-empty folder without metadata.json is not replaced: one line, exit 2, files untouched."""
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     result = run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint")
-    assert one_line_error(result, "not empty"), result.output
+    one_line_error(result, "not empty")
     assert (out / "notes.txt").read_text() == "keep me"
 
 
 @pytest.mark.parametrize("command", list(OPENERS))
-def test_a_package_not_in_metadata_is_rejected(export_copy, tiny_packages_fp16, command):
+def test_a_package_not_in_metadata_is_rejected(export_copy, tiny_packages_fp16, command, one_line_error):
     """Coverage: every command that opens packages rejects a directory holding a package metadata.json does not
     list (a mixed directory) with one line."""
     shutil.copytree(tiny_packages_fp16 / "parakeet_joint.mlpackage", export_copy / "parakeet_joint_fp16.mlpackage")
-    assert one_line_error(open_with(command, export_copy), "not listed")
+    one_line_error(open_with(command, export_copy), "not listed")
 
 
 @pytest.mark.parametrize("command", ["transcribe", "compare"])
-def test_a_listed_package_that_is_missing_is_one_line(export_copy, command):
+def test_a_listed_package_that_is_missing_is_one_line(export_copy, command, one_line_error):
     """Coverage: a package listed in metadata.json but deleted: one line, exit 2."""
     shutil.rmtree(export_copy / "parakeet_encoder.mlpackage")
-    assert one_line_error(open_with(command, export_copy), "missing")
+    one_line_error(open_with(command, export_copy), "missing")
 
 
 @pytest.mark.parametrize("damage", ["random", "truncated"])
 @pytest.mark.parametrize("command", ["transcribe", "lint"])
-def test_damaged_weights_are_caught_at_load(export_copy, command, damage):
+def test_damaged_weights_are_caught_at_load(export_copy, command, damage, one_line_error):
     """Coverage: an encoder weight.bin refilled with random bytes behind its headers, or truncated, fails the
     checksum: one line, exit 2 (it used to transcribe to an empty text)."""
     weights = next((export_copy / "parakeet_encoder.mlpackage").rglob("weight.bin"))
@@ -108,20 +103,20 @@ def test_damaged_weights_are_caught_at_load(export_copy, command, damage):
     else:
         data = data[: len(data) // 2]
     weights.write_bytes(bytes(data))
-    assert one_line_error(open_with(command, export_copy), "does not match its checksum")
+    one_line_error(open_with(command, export_copy), "does not match its checksum")
 
 
 @pytest.mark.parametrize("command", ["transcribe", "lint"])
-def test_corrupt_metadata_is_one_line(export_copy, command):
+def test_corrupt_metadata_is_one_line(export_copy, command, one_line_error):
     """Coverage: metadata.json that is not JSON: one line, exit 2."""
     (export_copy / "metadata.json").write_text("{ not json")
-    assert one_line_error(open_with(command, export_copy), "not valid JSON")
+    one_line_error(open_with(command, export_copy), "not valid JSON")
 
 
 @pytest.mark.parametrize("command", ["lint", "compile", "transcribe"])
-def test_a_missing_directory_says_so(tmp_path, command):
+def test_a_missing_directory_says_so(tmp_path, command, one_line_error):
     """Coverage: --packages naming no directory at all says exactly that."""
-    assert one_line_error(open_with(command, tmp_path / "absent"), "export directory not found")
+    one_line_error(open_with(command, tmp_path / "absent"), "export directory not found")
 
 
 def test_stale_staging_of_a_dead_process_is_removed(tmp_path):
@@ -160,10 +155,10 @@ def test_sigterm_mid_export_leaves_no_staging_or_temp_files(tmp_path):
     assert new_in_tmp == set()
 
 
-def test_model_that_is_a_directory_says_so(tmp_path):
+def test_model_that_is_a_directory_says_so(tmp_path, one_line_error):
     """Coverage: --model naming an existing directory says it is a directory (not "not found")."""
     result = run("convert", "--model", tmp_path, "--output-dir", tmp_path / "out", "--components", "joint")
-    assert one_line_error(result, "is a directory")
+    one_line_error(result, "is a directory")
 
 
 def test_published_directory_has_ordinary_permissions(tmp_path):

@@ -71,7 +71,7 @@ def test_other_rate_float_flac_is_resampled(tiny_packages_fp32, tmp_path):
 @pytest.mark.parametrize("kind, fragment", [
     ("missing", "not found"), ("empty", "is empty"), ("garbage", "cannot read audio"), ("nan", "NaN"),
 ])
-def test_bad_audio_is_one_line_error(tiny_packages_fp32, tmp_path, kind, fragment):
+def test_bad_audio_is_one_line_error(tiny_packages_fp32, tmp_path, kind, fragment, one_line_error):
     """Coverage: missing, empty, unreadable and NaN audio: one error line, non-zero exit."""
     path = tmp_path / f"{kind}.wav"
     if kind == "empty":
@@ -80,17 +80,20 @@ def test_bad_audio_is_one_line_error(tiny_packages_fp32, tmp_path, kind, fragmen
         path.write_bytes(b"RIFF not really a wave file")
     elif kind == "nan":
         sf.write(path, np.array([0.1, np.nan, 0.2] * 1000, np.float32), 16000, subtype="FLOAT")
-    result = transcribe(tiny_packages_fp32, path)
-    assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.output
+    one_line_error(transcribe(tiny_packages_fp32, path), fragment)
 
 
-def test_packages_dir_without_metadata(tmp_path):
+def test_packages_dir_without_metadata(tmp_path, one_line_error):
     """Coverage: a directory that is not an export: one error line."""
-    result = transcribe(tmp_path, CLIP)
-    assert result.exit_code == 2
-    assert "metadata.json" in result.output
+    one_line_error(transcribe(tmp_path, CLIP), "metadata.json")
+
+
+@pytest.mark.parametrize("option, value, fragment", [("--backend", "npu", "unknown backend 'npu'"),
+                                                     ("--joint-mode", "beam", "unknown joint mode 'beam'")])
+def test_unknown_backend_or_joint_mode(tiny_packages_fp32, option, value, fragment, one_line_error):
+    """Coverage: an unknown --backend or --joint-mode is one line naming the choices."""
+    result = runner.invoke(app, ["transcribe", str(CLIP), "--packages", str(tiny_packages_fp32), option, value])
+    one_line_error(result, fragment, "choose one of")
 
 
 def test_many_files_folder_and_manifest_give_json_lines(tiny_packages_fp32, reference_text, tmp_path):

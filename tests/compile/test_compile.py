@@ -34,11 +34,9 @@ def test_cli_refuses_without_xcode(tiny_packages_fp32, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_missing_directory(tmp_path):
+def test_cli_missing_directory(tmp_path, one_line_error):
     """Coverage: a directory that does not exist is one error line and exit 2."""
-    result = runner.invoke(app, ["compile", "--packages", str(tmp_path / "absent")])
-    assert result.exit_code == 2
-    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+    one_line_error(runner.invoke(app, ["compile", "--packages", str(tmp_path / "absent")]), "not found")
 
 
 @pytest.mark.macos

@@ -299,3 +299,33 @@ def test_while_loop_and_cond_blocks(control_flow_package, x, n):
     (output,) = executor.predict({"x": np.array(x, np.float32), "n": np.array([n], np.int32)}).values()
     doubled = np.array(x, np.float32) * 2.0**n
     np.testing.assert_array_equal(output, doubled + (100.0 if doubled.sum() > 0 else -100.0))
+
+
+@pytest.fixture(scope="module")
+def scalar_and_index_package(tmp_path_factory) -> Path:
+    """A MIL program joining rank-0 values with concat and listing nonzero positions with non_zero."""
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(3, 4)), mb.TensorSpec(shape=(2,))],
+                opset_version=ct.target.iOS17)
+    def program(x, pair):
+        first = mb.reduce_sum(x=pair, axes=[0], keep_dims=False)  # rank 0
+        second = mb.reduce_max(x=pair, axes=[0], keep_dims=False)  # rank 0
+        joined = mb.concat(values=[first, second, first], axis=0, name="joined")
+        indices = mb.non_zero(x=mb.greater(x=x, y=np.float32(0.0)), name="indices")
+        return joined, mb.identity(x=indices, name="positions")
+
+    path = tmp_path_factory.mktemp("scalars") / "scalars.mlpackage"
+    ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+               compute_precision=ct.precision.FLOAT32).save(str(path))
+    return path
+
+
+def test_concat_of_rank0_values_and_non_zero(scalar_and_index_package):
+    """concat of rank-0 values gives a vector (MIL's rule); non_zero lists indices as torch.nonzero does."""
+    x = np.array([[0.5, -1.0, 0.0, 2.0], [0.0, 0.0, 3.0, -4.0], [1.0, 1.0, 0.0, 0.0]], np.float32)
+    pair = np.array([1.5, -0.5], np.float32)
+    outputs = MilExecutor(scalar_and_index_package).predict({"x": x, "pair": pair})
+    joined, positions = outputs.values()
+    np.testing.assert_array_equal(joined, [pair.sum(), pair.max(), pair.sum()])
+    np.testing.assert_array_equal(positions, torch.nonzero(torch.from_numpy(x) > 0).numpy())
+    assert positions.dtype == np.int32

@@ -212,12 +212,9 @@ def test_cli_exits_1_on_errors(export_copy):
 
 
 @pytest.mark.parametrize("problem", ["missing directory", "no metadata.json", "unknown target"])
-def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, export_copy, problem):
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, export_copy, problem, one_line_error):
     """Coverage: a missing directory, a directory that is no export, or a bad target: one error line, exit 2."""
     args = {"missing directory": ["--packages", str(tmp_path / "absent")],
             "no metadata.json": ["--packages", str(tmp_path)],
             "unknown target": ["--packages", str(export_copy), "--target", "iOS99"]}[problem]
-    result = runner.invoke(app, ["lint", *args])
-    assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    one_line_error(runner.invoke(app, ["lint", *args]))

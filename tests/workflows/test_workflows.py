@@ -69,6 +69,7 @@ def test_macos_job_on_apple_silicon_uploads_artifacts():
     macos = jobs["macos"]
     assert macos["runs-on"] == "macos-14"
     commands = "\n".join(step.get("run", "") for step in macos["steps"])
-    for command in ("parakeet-coreml compile", "parakeet-coreml lint", "--backend coreml", "--benchmark-json"):
+    for command in ("parakeet-coreml compile", "parakeet-coreml lint", "--backend coreml", "--benchmark-json",
+                    "tests/compile"):
         assert command in commands
     assert sum(step.get("uses", "").startswith("actions/upload-artifact@") for step in macos["steps"]) == 2

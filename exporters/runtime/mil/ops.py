@@ -294,12 +294,20 @@ def shape(x):
 @kernel("concat")
 def concat(values, axis, interleave=False):
     """values joined along axis, or interleaved element by element when `interleave`."""
+    if all(np.ndim(value) == 0 for value in values):
+        return (np.stack(values),)  # MIL joins rank-0 values into a vector
     if not interleave:
         return (np.concatenate(values, axis=int(axis)),)
     axis = int(axis) % np.ndim(values[0])
     stacked = np.stack(values, axis=axis + 1)
     merged = stacked.shape[:axis] + (-1,) + stacked.shape[axis + 2 :]
     return (stacked.reshape(merged),)
+
+
+@kernel("non_zero")
+def non_zero(x):
+    """Indices of x's nonzero elements, one row each: [count, rank(x)] int32."""
+    return (np.argwhere(x).astype(np.int32),)
 
 
 @kernel("stack")
