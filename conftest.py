@@ -162,6 +162,12 @@ def export_with_cli(source: str, precision: str, target: Path) -> None:
 
 
 @pytest.fixture(scope="session")
+def convert_in_child():
+    """export_with_cli(source, precision, target): `convert` in a fresh process, for tests of any folder."""
+    return export_with_cli
+
+
+@pytest.fixture(scope="session")
 def tiny_model():
     return subject("tiny").model
 

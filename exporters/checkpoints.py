@@ -211,10 +211,10 @@ def instantiate_preset(preset: str, tokenizer_dir: Path):
 BUILDERS = (v3_config, null_datasets, tokenizer_corpus, train_tokenizer, instantiate_preset)
 
 
-def load_model(source: str):
+def load_model(source: str, kind: str | None = None):
     """Load a NeMo ASR model from a preset or trained-model name, a `.nemo` path or a Hugging Face id
-    (eval mode, CPU)."""
-    kind = check_source(source)
+    (eval mode, CPU). `kind` is what `check_source` already said of it (else it is checked here)."""
+    kind = kind or check_source(source)
     if kind == "preset":
         return restore_nemo(build_checkpoint(source))
     if kind == "trained":

@@ -89,7 +89,7 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
                 compute_units: str, author: str | None) -> None:
     from exporters.checkpoints import check_source
 
-    check_source(model_source)  # before torch and NeMo load: a bad source fails in a moment
+    kind = check_source(model_source)  # before torch and NeMo load: a bad source fails in a moment
     from exporters.export import ExportSettings, check_output_dir, export_packages
 
     settings = ExportSettings(precision, parse_components(components), compute_units, author)
@@ -101,7 +101,7 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
     from exporters.metadata import weights_sha256
 
     with console.status(f"loading {model_source}"):
-        model = load_model(model_source)
+        model = load_model(model_source, kind)
     contract = contract_for_model(model)
     console.print(f"loaded {model_source}: V={contract.model.vocab_size} D={contract.model.d_model} "
                   f"window {contract.window_samples} samples → {contract.mel_frames} mel → "

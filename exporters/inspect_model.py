@@ -79,10 +79,14 @@ def batched_semantics() -> str:
     """The installed NeMo's greedy_batch end-of-utterance rule: up to 2.x its loop drops a token whose
     jump ends the utterance ("batched"); NeMo 3.0 keeps it ("batched_keeps_end"). The decoding tests
     check this against NeMo's own GreedyBatchedTDTInfer on scripted joints."""
+    return "batched" if nemo_major_version() < 3 else "batched_keeps_end"
+
+
+def nemo_major_version() -> int:
+    """The installed NeMo's major version, for the few rules that changed between 2.x and 3.0."""
     import nemo
 
-    major = int(nemo.__version__.split(".")[0])
-    return "batched" if major < 3 else "batched_keeps_end"
+    return int(nemo.__version__.split(".")[0])
 
 
 def mel_frames(model, samples: int) -> int:

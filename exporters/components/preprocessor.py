@@ -78,11 +78,12 @@ class ConvStft:
 
 
 @contextlib.contextmanager
-def exact_stft(featurizer: torch.nn.Module, length: torch.Tensor):
-    """Run NeMo's featurizer with ConvStft (true end at `length`) in place of its torch.stft call."""
+def exact_stft(featurizer: torch.nn.Module, length: torch.Tensor, mode: str):
+    """Run NeMo's featurizer with ConvStft (true end at `length`, ends padded by `mode`) in place of its
+    torch.stft call."""
     if featurizer.exact_pad:
         raise NotImplementedError("exact_pad featurizers (center=False) are not supported")
-    featurizer.stft = ConvStft(featurizer, length, stft_pad_mode(featurizer))
+    featurizer.stft = ConvStft(featurizer, length, mode)
     try:
         yield featurizer
     finally:
@@ -100,8 +101,8 @@ def normalization_off(featurizer: torch.nn.Module):
 
 
 class NormalizedFrontEnd(torch.nn.Module):
-    """NeMo's featurizer on the file (exact STFT, reflected at the true end), then NeMo's own per-feature
-    normalization, returning the statistics it normalized with (so long audio can be renormalized
+    """NeMo's featurizer on the file (exact STFT, padded at the true end as NeMo's own STFT pads), then
+    NeMo's own per-feature normalization, returning the statistics it normalized with (so long audio can be renormalized
     with the whole utterance's statistics, as NeMo computes them)."""
 
     def __init__(self, featurizer: torch.nn.Module):
@@ -109,11 +110,12 @@ class NormalizedFrontEnd(torch.nn.Module):
         if featurizer.normalize != "per_feature":
             raise NotImplementedError(f"normalize={featurizer.normalize!r}: only per_feature (v3's) is supported")
         self.featurizer = featurizer
+        self.pad_mode = stft_pad_mode(featurizer)  # probed once, not on every call
 
     def forward(self, audio_signal: torch.Tensor, length: torch.Tensor):
         from nemo.collections.asr.parts.preprocessing.features import normalize_batch
 
-        with exact_stft(self.featurizer, length), normalization_off(self.featurizer):
+        with exact_stft(self.featurizer, length, self.pad_mode), normalization_off(self.featurizer):
             log_mel, mel_length = self.featurizer(audio_signal, length)
         mel, mean, std = normalize_batch(log_mel, mel_length, "per_feature")
         past = torch.arange(mel.shape[-1], device=mel.device).unsqueeze(0) >= mel_length.unsqueeze(1)

@@ -76,9 +76,9 @@ def group_words(timings: list[TokenTiming], processor) -> list[WordTiming]:
 
 def guesses_character_vocabulary() -> bool:
     """Whether the installed NeMo's word grouping still guesses character-like vocabularies (2.x)."""
-    import nemo
+    from exporters.inspect_model import nemo_major_version
 
-    return int(nemo.__version__.split(".")[0]) < 3
+    return nemo_major_version() < 3
 
 
 def split_before(timings: list[TokenTiming], starts: list[bool]) -> list[list[TokenTiming]]:

@@ -5,8 +5,6 @@ Run `uv run pytest --benchmark-only` to measure; plain `pytest` runs each benchm
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -117,19 +115,17 @@ def test_transcribe_window_on_nemo(benchmark, record_run, host, tiny_model, tiny
                model="tiny", host=host)
 
 
-def export_in_child(model: str, precision: str, output_dir) -> tuple[float, float]:
+def export_in_child(convert_in_child, model: str, precision: str, output_dir) -> tuple[float, float]:
     """Wall seconds and peak resident MiB of `parakeet-coreml convert` in a fresh process (the peak is the
     one the child writes into metadata.json: its own VmHWM, not an rusage figure inherited from pytest)."""
     started = time.perf_counter()
-    child = subprocess.run([sys.executable, "-m", "exporters.cli", "convert", "--model", model, "--precision",
-                            precision, "--output-dir", str(output_dir)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+    convert_in_child(model, precision, output_dir)
     seconds = time.perf_counter() - started
-    assert child.returncode == 0, child.stderr
     return seconds, read_metadata(output_dir)["provenance"]["process_peak_rss_mb"]
 
 
-def export_cost(benchmark, record_run, host, model: str, precision: str, tmp_path, session_export=None) -> None:
+def export_cost(benchmark, record_run, host, convert_in_child, model: str, precision: str, tmp_path,
+                session_export=None) -> None:
     """Seconds and peak memory of a fresh `convert` child; in a plain (untimed) pytest run, a model whose
     session export already ran as such a child (full-random, see conftest.export_with_cli) reports that
     run's own figures instead of exporting a second time."""
@@ -139,7 +135,8 @@ def export_cost(benchmark, record_run, host, model: str, precision: str, tmp_pat
         if benchmark.disabled and session_export is not None:
             measured["seconds"], measured["peak_rss_mb"] = recorded_export_cost(session_export)
         else:
-            measured["seconds"], measured["peak_rss_mb"] = export_in_child(model, precision, tmp_path / "out")
+            measured["seconds"], measured["peak_rss_mb"] = export_in_child(convert_in_child, model, precision,
+                                                                           tmp_path / "out")
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     assert measured["seconds"] > 0 and measured["peak_rss_mb"] > 0
@@ -154,16 +151,18 @@ def recorded_export_cost(export_dir) -> tuple[float, float]:
             metadata["provenance"]["process_peak_rss_mb"])
 
 
-def test_export_cost_tiny(benchmark, record_run, host, precision, tiny_packages, tmp_path):
+def test_export_cost_tiny(benchmark, record_run, host, convert_in_child, precision, tiny_packages, tmp_path):
     """Coverage: seconds and peak memory of exporting all tiny components (child process, every run)."""
-    export_cost(benchmark, record_run, host, "tiny", precision, tmp_path)
+    export_cost(benchmark, record_run, host, convert_in_child, "tiny", precision, tmp_path)
 
 
 @pytest.mark.full
-def test_export_cost_full_random(benchmark, record_run, host, precision, full_packages, tmp_path):
+def test_export_cost_full_random(benchmark, record_run, host, convert_in_child, precision, full_packages,
+                                 tmp_path):
     """Coverage: seconds and peak memory of exporting all full-width components (a fresh child under
     --benchmark-only; otherwise the session's own child export, so the suite exports it once)."""
-    export_cost(benchmark, record_run, host, "full-random", precision, tmp_path, session_export=full_packages)
+    export_cost(benchmark, record_run, host, convert_in_child, "full-random", precision, tmp_path,
+                session_export=full_packages)
 
 
 @pytest.mark.full
