@@ -30,8 +30,8 @@ EXPORTERS = Path(__file__).parent / "exporters"
 # parity and CLI code do not, so changing them reuses the cached exports.
 EXPORTER_SOURCES = sorted([*EXPORTERS.joinpath("components").rglob("*.py"),
                            *(EXPORTERS / name for name in ("checkpoints.py", "contract.py", "example_inputs.py",
-                                                           "export.py", "inspect_model.py", "memory.py",
-                                                           "metadata.py"))])
+                                                           "export.py", "inspect_model.py", "layouts.py",
+                                                           "memory.py", "metadata.py"))])
 TEST_AUTHOR = "parakeet-coreml tests"
 # Models whose session exports run `convert` in a child process, so their export memory is measured.
 EXPORTED_BY_CLI = {"full-random"}
@@ -97,10 +97,10 @@ class Subject:
 
         return self.source in TRAINED
 
-    def packages(self, precision: str) -> Path:
-        if precision not in self.exports:
-            self.exports[precision] = cached_export(self, precision)
-        return self.exports[precision]
+    def packages(self, precision: str, layout: str = "default") -> Path:
+        if (precision, layout) not in self.exports:
+            self.exports[(precision, layout)] = cached_export(self, precision, layout)
+        return self.exports[(precision, layout)]
 
 
 @functools.cache
@@ -122,41 +122,43 @@ def source_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def export_cache_key(weights_sha: str, precision: str) -> str:
+def export_cache_key(weights_sha: str, precision: str, layout: str) -> str:
     import coremltools
     import nemo
     import torch
 
-    parts = [weights_sha, precision, source_fingerprint(), torch.__version__, coremltools.__version__,
+    parts = [weights_sha, precision, layout, source_fingerprint(), torch.__version__, coremltools.__version__,
              nemo.__version__]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def cached_export(model_under_test: Subject, precision: str) -> Path:
-    """Export every component once per (model, precision, code, tool versions); reuse afterwards."""
+def cached_export(model_under_test: Subject, precision: str, layout: str = "default") -> Path:
+    """Export every package of a layout once per (model, precision, layout, code, tool versions); reuse
+    afterwards. Models in EXPORTED_BY_CLI, and every non-default layout, export through `convert`."""
     from exporters.checkpoints import cache_dir
     from exporters.export import ExportSettings, export_packages
 
     name = model_under_test.source
     exports = cache_dir() / "exports"
-    target = exports / f"{name}-{precision}-{export_cache_key(model_under_test.weights_sha, precision)}"
+    prefix = f"{name}-{precision}-" if layout == "default" else f"{name}-{layout}-{precision}-"
+    target = exports / f"{prefix}{export_cache_key(model_under_test.weights_sha, precision, layout)}"
     if (target / "metadata.json").exists():
         return target
-    for stale in exports.glob(f"{name}-{precision}-*"):  # full-width exports take gigabytes each
+    for stale in exports.glob(f"{prefix}*"):  # full-width exports take gigabytes each
         shutil.rmtree(stale, ignore_errors=True)
-    if name in EXPORTED_BY_CLI:
-        export_with_cli(name, precision, target)
+    if name in EXPORTED_BY_CLI or layout != "default":
+        export_with_cli(name, precision, target, "--layout", layout)
     else:
         export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha,
                         target, ExportSettings(precision=precision, author=TEST_AUTHOR))
     return target
 
 
-def export_with_cli(source: str, precision: str, target: Path) -> None:
+def export_with_cli(source: str, precision: str, target: Path, *options: str) -> None:
     """`parakeet-coreml convert` in a fresh process: the user's command, and its metadata's peak memory
     (provenance.process_peak_rss_mb) is the export's own, not the test process's."""
     command = [sys.executable, "-m", "exporters.cli", "convert", "--model", source, "--precision", precision,
-               "--output-dir", str(target), "--author", TEST_AUTHOR]
+               "--output-dir", str(target), "--author", TEST_AUTHOR, *options]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-4000:]
 

@@ -19,6 +19,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 from exporters.checkpoints import DEFAULT_HF_ID  # noqa: E402
+from exporters.contract import DEFAULT_TOP_K  # noqa: E402
 from exporters.decoding.chunking import Chunking  # noqa: E402
 from exporters.errors import UserError  # noqa: E402
 
@@ -48,11 +49,10 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def parse_components(value: str) -> tuple[str, ...]:
-    from exporters.components import COMPONENTS
-
+def parse_components(value: str) -> tuple[str, ...] | None:
+    """None for 'all' (every package of the layout)."""
     if value == ALL_COMPONENTS:
-        return tuple(COMPONENTS)
+        return None
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
@@ -66,6 +66,9 @@ def convert(
     compute_units: str = typer.Option("auto", help="Recommended runtime compute units recorded per package "
                                                    "(auto: CPU_AND_GPU for waveform input, ALL otherwise)."),
     author: Optional[str] = typer.Option(None, help="Author recorded in metadata.json (default: git user)."),
+    layout: str = typer.Option("default", help="default (seven parakeet_*.mlpackage) or fluidaudio (the four "
+                                               "packages and vocabulary FluidAudio's v3 loader opens)."),
+    top_k: int = typer.Option(DEFAULT_TOP_K, help="K of the top_k_ids / top_k_logits outputs of joint_decision."),
 ) -> None:
     """Export the components of a Parakeet-TDT model for a fixed 15 s window.
 
@@ -75,7 +78,7 @@ def convert(
     """
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        run_convert(model, output_dir, precision, components, compute_units, author)
+        run_convert(model, output_dir, precision, components, compute_units, author, layout, top_k)
     except UserError as error:
         fail(str(error))
 
@@ -86,14 +89,18 @@ def interrupt(signum, frame) -> None:
 
 
 def run_convert(model_source: str, output_dir: Path, precision: str, components: str,
-                compute_units: str, author: str | None) -> None:
+                compute_units: str, author: str | None, layout: str = "default", top_k: int = DEFAULT_TOP_K) -> None:
     from exporters.checkpoints import check_source
+    from exporters.layouts import layout_named
 
     kind = check_source(model_source)  # before torch and NeMo load: a bad source fails in a moment
+    chosen = layout_named(layout)
     from exporters.export import ExportSettings, check_output_dir, export_packages
 
     settings = ExportSettings(precision, parse_components(components), compute_units, author)
-    settings.validate()
+    settings.validate(chosen)
+    if top_k < 1:
+        raise UserError(f"top-k {top_k} out of range: choose at least 1")
     check_output_dir(output_dir)
     quiet_libraries()
     from exporters.checkpoints import load_model
@@ -102,7 +109,7 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
 
     with console.status(f"loading {model_source}"):
         model = load_model(model_source, kind)
-    contract = contract_for_model(model)
+    contract = contract_for_model(model, top_k=top_k, layout=layout)
     console.print(f"loaded {model_source}: V={contract.model.vocab_size} D={contract.model.d_model} "
                   f"window {contract.window_samples} samples → {contract.mel_frames} mel → "
                   f"{contract.encoder_frames} encoder frames", highlight=False)
@@ -122,6 +129,9 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
     for r in results:
         table.add_row(r.component, r.precision, f"{r.size_bytes / 1e6:.2f}", f"{r.seconds:.1f}", r.compute_units)
     Console(width=160).print(table)
+    if chosen.folder_name and Path(output_dir).resolve().name != chosen.folder_name:
+        console.print(f"note: {chosen.name} looks for these files in a folder named {chosen.folder_name}",
+                      highlight=False)
 
 
 @app.command()
@@ -182,11 +192,16 @@ def transcribe(
     packages: Path = typer.Option(..., help="Export directory (with metadata.json)."),
     json_output: bool = typer.Option(False, "--json", help="One file: print tokens and words with timestamps as JSON."),
     fused: bool = typer.Option(False, help="Use the fused packages: mel_encoder and single-step joint_decision."),
-    joint_mode: Optional[str] = typer.Option(None, help="joint, joint_decision or single_step (overrides --fused)."),
+    joint_mode: Optional[str] = typer.Option(None, help="joint, joint_decision or single_step (overrides --fused; "
+                                                        "default: the first of them the export holds)."),
     backend: Optional[str] = typer.Option(None, help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
     chunk_seconds: float = typer.Option(Chunking.chunk_seconds, help="Audio longer than the window: decoded chunk."),
     left_context_seconds: float = typer.Option(Chunking.left_seconds, help="Audio before each chunk in its window."),
     right_context_seconds: float = typer.Option(Chunking.right_seconds, help="Audio after each chunk in its window."),
+    allow_script: Optional[list[str]] = typer.Option(None, help="Language lock: emit only pieces written in this "
+                                                                "Unicode script (latin, cyrillic, greek, …); repeatable."),
+    allow_tokens: Optional[Path] = typer.Option(None, help="Language lock: a file of allowed token ids or pieces, "
+                                                           "one per line (with --allow-script: allowed as well)."),
 ) -> None:
     """Transcribe audio with greedy TDT decoding over the exported packages.
 
@@ -198,12 +213,18 @@ def transcribe(
     from exporters.decoding.batch import MANIFEST_SUFFIXES, expand_inputs
     from exporters.decoding.transcriber import JOINT_MODES
 
-    mode = joint_mode or ("single_step" if fused else "joint")
-    if mode not in JOINT_MODES:
+    from exporters.decoding.language_lock import LanguageLock, read_token_list
+
+    mode = joint_mode or ("single_step" if fused else None)
+    if mode is not None and mode not in JOINT_MODES:
         fail(f"unknown joint mode {mode!r}; choose one of {', '.join(JOINT_MODES)}")
     try:
+        lock = None
+        if allow_script or allow_tokens:
+            lock = LanguageLock(tuple(allow_script or ()), read_token_list(allow_tokens) if allow_tokens else ())
         transcriber = open_packages_transcriber(packages, mode, fused, backend,
-                                                Chunking(chunk_seconds, left_context_seconds, right_context_seconds))
+                                                Chunking(chunk_seconds, left_context_seconds, right_context_seconds),
+                                                lock)
         if len(audio) == 1 and not audio[0].is_dir() and audio[0].suffix.lower() not in MANIFEST_SUFFIXES:
             transcript = run_transcribe(transcriber, audio[0])
             typer.echo(json.dumps(transcript.to_dict(), indent=2) if json_output else transcript.text)
@@ -215,7 +236,8 @@ def transcribe(
         raise typer.Exit(code=1)
 
 
-def open_packages_transcriber(packages: Path, joint_mode: str, fused: bool, backend: str | None, chunking):
+def open_packages_transcriber(packages: Path, joint_mode: str | None, fused: bool, backend: str | None, chunking,
+                              lock=None):
     from exporters.decoding.chunking import check_chunking
     from exporters.decoding.transcriber import open_transcriber
     from exporters.runtime import BACKENDS, BackendUnavailable
@@ -223,7 +245,7 @@ def open_packages_transcriber(packages: Path, joint_mode: str, fused: bool, back
     if backend is not None and backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     try:
-        transcriber = open_transcriber(packages, backend, joint_mode, fused, chunking)
+        transcriber = open_transcriber(packages, backend, joint_mode, fused, chunking, lock)
     except BackendUnavailable as error:
         raise UserError(str(error)) from error
     check_chunking(transcriber.contract, chunking)

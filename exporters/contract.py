@@ -11,7 +11,13 @@ Layout decisions (made once, here):
 - Joint logits are `[1, T, U, V + 1 + len(durations)]`: V + 1 raw token logits (blank = V) followed by
   the raw duration logits; no softmax is applied (NeMo's decisions are argmaxes, unchanged by it).
 - joint_decision returns `token_id` over V + 1 (blank = V), `token_prob` (softmax over the V + 1 token
-  logits at token_id) and `duration` as the argmax *index* into the durations list.
+  logits at token_id), `duration` as the argmax *index* into the durations list, and the K best token
+  logits with their ids, best first (`top_k_ids`, `top_k_logits`; K = `top_k`, default 8).
+- joint_decision takes an optional `token_bias` [V + 1], added to the token logits before every choice
+  (argmax, softmax, top-K): a language lock puts a large negative number on the tokens it forbids.
+  Left out, it is zero (Core ML fills the declared default).
+- The single-step joint_decision names its inputs `encoder_step` / `decoder_step`, as FluidAudio's
+  JointDecisionv3 does (a streaming loop feeds it one encoder frame and one decoder step).
 - Lengths are int32 `[1]`.
 - The preprocessor also returns the per-feature mean and std it normalized with, `[1, n_mels, 1]`,
   so a host decoding long audio in windows can renormalize with the whole utterance's statistics.
@@ -19,15 +25,19 @@ Layout decisions (made once, here):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from exporters.errors import UserError
 from exporters.inspect_model import ModelSpec
+from exporters.layouts import DEFAULT_LAYOUT, Layout, layout_named
 
 WINDOW_SECONDS = 15.0
 DECODER_STEPS = 1
+DEFAULT_TOP_K = 8
 
 FP32 = "fp32"
 INT32 = "int32"
+TOKEN_BIAS = "token_bias"
 
 
 @dataclass(frozen=True)
@@ -39,11 +49,17 @@ class TensorSpec:
     dtype: str  # "fp32" | "int32"
     description: str
     max_value: int | None = None  # inclusive upper bound of an int32 input (lengths, token ids)
+    default: float | None = None  # an optional input: the value every element takes when it is left out
+
+    @property
+    def optional(self) -> bool:
+        return self.default is not None
 
     def to_dict(self) -> dict:
         bound = {} if self.max_value is None else {"max_value": self.max_value}
+        default = {} if self.default is None else {"optional": True, "default": self.default}
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "description": self.description, **bound}
+                "description": self.description, **bound, **default}
 
 
 @dataclass(frozen=True)
@@ -54,14 +70,21 @@ class ComponentContract:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     waveform_input: bool = False
+    package_stem: str = ""
 
     @property
     def package_name(self) -> str:
-        return f"parakeet_{self.name}.mlpackage"
+        return f"{self.package_stem or 'parakeet_' + self.name}.mlpackage"
 
     def pick_inputs(self, values: dict) -> dict:
-        """This component's inputs out of a larger dict (e.g. another component's outputs)."""
-        return {spec.name: values[spec.name] for spec in self.inputs}
+        """This component's inputs out of a larger dict (e.g. another component's outputs); an optional
+        input missing there is left out."""
+        return {spec.name: values[spec.name] for spec in self.inputs if spec.name in values or not spec.optional}
+
+    def joint_feed(self, encoder, decoder, token_bias=None) -> dict:
+        """A joint package's inputs by role (its first two inputs are the encoder and decoder ones)."""
+        feed = {self.inputs[0].name: encoder, self.inputs[1].name: decoder}
+        return feed if token_bias is None else {**feed, TOKEN_BIAS: token_bias}
 
     def input(self, name: str) -> TensorSpec:
         return next(spec for spec in self.inputs if spec.name == name)
@@ -83,9 +106,20 @@ class Contract:
     mel_frames: int
     encoder_frames: int
     components: dict[str, ComponentContract] = field(default_factory=dict)
+    top_k: int = DEFAULT_TOP_K
+    layout: Layout = None
 
     def __getitem__(self, name: str) -> ComponentContract:
-        return self.components[name]
+        try:
+            return self.components[name]
+        except KeyError:
+            raise KeyError(f"the {self.layout.name} layout has no {name} package "
+                           f"(it has {', '.join(self.components)})") from None
+
+    def with_layout(self, layout: str) -> Contract:
+        """The same interfaces with another layout's packages and file names."""
+        return build_contract(self.model, self.mel_frames, self.encoder_frames,
+                              self.window_samples / self.model.sample_rate, self.top_k, layout)
 
     def to_dict(self) -> dict:
         return {
@@ -94,13 +128,19 @@ class Contract:
             "mel_frames": self.mel_frames,
             "encoder_frames": self.encoder_frames,
             "decoder_steps": DECODER_STEPS,
+            "top_k": self.top_k,
+            "layout": self.layout.name,
             "components": {name: c.to_dict() for name, c in self.components.items()},
         }
 
 
 def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
-                   window_seconds: float = WINDOW_SECONDS) -> Contract:
-    """Derive every component's interface from the inspected model and the window's frame counts."""
+                   window_seconds: float = WINDOW_SECONDS, top_k: int = DEFAULT_TOP_K,
+                   layout: str = DEFAULT_LAYOUT) -> Contract:
+    """Derive every component's interface from the inspected model and the window's frame counts; the
+    layout picks which packages exist and their file names."""
+    check_top_k(top_k, spec.num_token_logits)
+    chosen = layout_named(layout)
     samples = int(round(window_seconds * spec.sample_rate))
     audio = (TensorSpec("audio_signal", (1, samples), FP32, "mono waveform at sample_rate, zero-padded"),
              TensorSpec("audio_length", (1,), INT32, "valid samples in audio_signal", samples))
@@ -126,15 +166,21 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
         TensorSpec("c_out", state_shape, FP32, "next LSTM cell state"),
     )
 
-    def joint_inputs(frames: int) -> tuple[TensorSpec, ...]:
-        return (TensorSpec("encoder", (1, spec.d_model, frames), FP32, "encoder output frames"),
-                TensorSpec("decoder", (1, spec.pred_hidden, DECODER_STEPS), FP32, "decoder output"))
+    def joint_inputs(frames: int, names=("encoder", "decoder")) -> tuple[TensorSpec, ...]:
+        return (TensorSpec(names[0], (1, spec.d_model, frames), FP32, "encoder output frames"),
+                TensorSpec(names[1], (1, spec.pred_hidden, DECODER_STEPS), FP32, "decoder output"))
+
+    token_bias = TensorSpec(TOKEN_BIAS, (spec.num_token_logits,), FP32,
+                            "optional: added to the V + 1 token logits before every choice (0 when left out)",
+                            default=0.0)
 
     def decision_outputs(frames: int) -> tuple[TensorSpec, ...]:
         grid = (1, frames, DECODER_STEPS)
         return (TensorSpec("token_id", grid, INT32, "argmax over V + 1 token logits (V = blank)"),
                 TensorSpec("token_prob", grid, FP32, "softmax probability of token_id"),
-                TensorSpec("duration", grid, INT32, "argmax index into the durations list"))
+                TensorSpec("duration", grid, INT32, "argmax index into the durations list"),
+                TensorSpec("top_k_ids", (*grid, top_k), INT32, "ids of the K largest token logits, best first"),
+                TensorSpec("top_k_logits", (*grid, top_k), FP32, "the K largest token logits, best first"))
 
     logits = TensorSpec("logits", (1, encoder_frames, DECODER_STEPS, spec.num_joint_outputs), FP32,
                         "raw joint logits: V + 1 token logits, then one per duration")
@@ -144,20 +190,30 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
         ComponentContract("decoder", decoder_inputs, decoder_outputs),
         ComponentContract("joint", joint_inputs(encoder_frames), (logits,)),
         ComponentContract("mel_encoder", audio, encoded, waveform_input=True),
-        ComponentContract("joint_decision", joint_inputs(encoder_frames), decision_outputs(encoder_frames)),
-        ComponentContract("joint_decision_single_step", joint_inputs(1), decision_outputs(1)),
+        ComponentContract("joint_decision", (*joint_inputs(encoder_frames), token_bias),
+                          decision_outputs(encoder_frames)),
+        ComponentContract("joint_decision_single_step", (*joint_inputs(1, ("encoder_step", "decoder_step")), token_bias),
+                          decision_outputs(1)),
     ]
-    return Contract(spec, samples, mel_frames, encoder_frames, {c.name: c for c in components})
+    chosen_components = {c.name: replace(c, package_stem=chosen.package_stems.get(c.name, ""))
+                         for c in components if chosen.has(c.name)}
+    return Contract(spec, samples, mel_frames, encoder_frames, chosen_components, top_k, chosen)
 
 
-def contract_for_model(model, window_seconds: float = WINDOW_SECONDS) -> Contract:
+def check_top_k(top_k: int, num_token_logits: int) -> None:
+    if not 1 <= top_k <= num_token_logits:
+        raise UserError(f"top-k {top_k} out of range: choose 1 to {num_token_logits} (the V + 1 token logits)")
+
+
+def contract_for_model(model, window_seconds: float = WINDOW_SECONDS, top_k: int = DEFAULT_TOP_K,
+                       layout: str = DEFAULT_LAYOUT) -> Contract:
     """Inspect a NeMo model and derive its contract (frame counts by NeMo's own length rules)."""
     from exporters.inspect_model import encoder_frames, inspect_model, mel_frames
 
     spec = inspect_model(model)
     samples = int(round(window_seconds * spec.sample_rate))
     mels = mel_frames(model, samples)
-    return build_contract(spec, mels, encoder_frames(model, mels), window_seconds)
+    return build_contract(spec, mels, encoder_frames(model, mels), window_seconds, top_k, layout)
 
 
 def spec_from_dict(data: dict) -> ModelSpec:
@@ -169,6 +225,7 @@ def contract_from_metadata(metadata: dict) -> Contract:
     """Rebuild the contract recorded in a metadata.json."""
     recorded = metadata["contract"]
     return build_contract(spec_from_dict(metadata["model"]["spec"]), recorded["mel_frames"],
-                          recorded["encoder_frames"], recorded["window_seconds"])
+                          recorded["encoder_frames"], recorded["window_seconds"], recorded["top_k"],
+                          recorded["layout"])
 
 

@@ -14,7 +14,10 @@ def numpy_dtype(spec: TensorSpec) -> type:
 
 
 def example_value(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
-    """A plausible value: full lengths, random token ids in range, small random floats."""
+    """A plausible value: full lengths, random token ids in range, small random floats, an optional
+    input's default."""
+    if spec.optional:
+        return np.full(spec.shape, spec.default, dtype=numpy_dtype(spec))
     if spec.dtype == FP32:
         scale = 0.1 if spec.name == "audio_signal" else 1.0
         return (rng.standard_normal(spec.shape) * scale).astype(np.float32)

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from exporters.components import COMPONENTS
-from exporters.contract import ComponentContract, Contract
+from exporters.contract import ComponentContract, Contract, TensorSpec
 from exporters.errors import UserError
+from exporters.layouts import DEFAULT_LAYOUT, LAYOUTS, Layout, write_vocabulary
 from exporters.memory import weights_paged_out
 from exporters.example_inputs import example_inputs, numpy_dtype
 from exporters.metadata import FILENAME, build_metadata, default_author, package_sha256, write_metadata
@@ -33,17 +35,18 @@ TOKENIZER_FILE = "tokenizer.model"
 @dataclass(frozen=True)
 class ExportSettings:
     precision: str = "fp32"
-    components: tuple[str, ...] = tuple(COMPONENTS)
+    components: tuple[str, ...] | None = None  # None: every package of the layout
     compute_units: str = AUTO_COMPUTE_UNITS
     author: str | None = None
 
-    def validate(self) -> None:
+    def validate(self, layout: Layout = LAYOUTS[DEFAULT_LAYOUT]) -> None:
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        unknown = [name for name in self.components if name not in COMPONENTS]
-        if unknown or not self.components:
-            raise UserError(f"unknown component {', '.join(unknown) or '(none given)'}; "
-                            f"choose from {', '.join(COMPONENTS)}")
+        offered = [name for name in COMPONENTS if layout.has(name)]
+        unknown = [name for name in self.components or offered if name not in offered]
+        if unknown or self.components == ():
+            raise UserError(f"unknown component {', '.join(unknown) or '(none given)'} in the {layout.name} layout; "
+                            f"choose from {', '.join(offered)}")
         if self.compute_units not in (AUTO_COMPUTE_UNITS, *COMPUTE_UNITS):
             raise UserError(f"unknown compute units {self.compute_units!r}; "
                             f"choose one of {', '.join((AUTO_COMPUTE_UNITS, *COMPUTE_UNITS))}")
@@ -83,7 +86,7 @@ def convert(traced: torch.jit.ScriptModule, component: ComponentContract, precis
             if keep_fp32 else ct.precision.FLOAT16
     mlmodel = ct.convert(
         traced,
-        inputs=[ct.TensorType(name=s.name, shape=s.shape, dtype=numpy_dtype(s)) for s in component.inputs],
+        inputs=[coreml_input(s) for s in component.inputs],
         outputs=[ct.TensorType(name=s.name, dtype=numpy_dtype(s)) for s in component.outputs],
         convert_to="mlprogram",
         minimum_deployment_target=ct.target.iOS17,
@@ -95,6 +98,14 @@ def convert(traced: torch.jit.ScriptModule, component: ComponentContract, precis
         target[spec.name] = f"{spec.description} {list(spec.shape)} {spec.dtype}"
     mlmodel.short_description = f"Parakeet-TDT {component.name} ({precision})"
     return mlmodel
+
+
+def coreml_input(spec: TensorSpec):
+    """A contract input as a Core ML TensorType; an optional one declares its default value."""
+    import coremltools as ct
+
+    default = np.full(spec.shape, spec.default, numpy_dtype(spec)) if spec.optional else None
+    return ct.TensorType(name=spec.name, shape=spec.shape, dtype=numpy_dtype(spec), default_value=default)
 
 
 def export_component(model, contract: Contract, name: str, settings: ExportSettings,
@@ -121,7 +132,7 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
                     on_progress: Callable[[str, ExportResult | None], None] = lambda name, result: None
                     ) -> list[ExportResult]:
     """Export the selected components, tokenizer and metadata.json; publish only if all succeed."""
-    settings.validate()
+    settings.validate(contract.layout)
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
     remove_stale_staging(output_dir)
@@ -129,12 +140,14 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
     try:
         with temporary_files_in(staging / ".tmp"), weights_paged_out([*model.parameters(), *model.buffers()]):
             results = []
-            for name in settings.components:
+            for name in settings.components or tuple(contract.components):
                 on_progress(name, None)
                 results.append(export_component(model, contract, name, settings, staging))
                 gc.collect()  # a full-width component's traced graph and MIL program hold gigabytes
                 on_progress(name, results[-1])
         (staging / TOKENIZER_FILE).write_bytes(model.tokenizer.tokenizer.serialized_model_proto())
+        if contract.layout.vocabulary_file:
+            write_vocabulary(model.tokenizer.tokenizer, staging / contract.layout.vocabulary_file)
         write_metadata(staging, build_metadata(
             contract=contract, source=source, model_checksum=model_checksum,
             precision=settings.precision, tokenizer_file=TOKENIZER_FILE,

@@ -16,7 +16,9 @@ from exporters.errors import UserError
 from exporters.memory import process_peak_rss_mb
 
 # 2: every package entry carries a content sha256; the preprocessor returns its feature statistics.
-SCHEMA_VERSION = 2
+# 3: joint_decision returns top-K ids and logits and takes an optional token_bias; the contract records
+#    top_k and the layout.
+SCHEMA_VERSION = 3
 FILENAME = "metadata.json"
 PACKAGE_SUFFIX = ".mlpackage"
 

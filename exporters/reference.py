@@ -12,6 +12,8 @@ encoder_length only.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -101,19 +103,45 @@ def nemo_joint(model):
     return run
 
 
-def decisions_from_logits(logits: torch.Tensor, num_token_logits: int) -> tuple[torch.Tensor, ...]:
-    """NeMo's greedy choices from raw joint logits: token id over V+1, its probability, duration index."""
+def decisions_from_logits(logits: torch.Tensor, num_token_logits: int, top_k: int,
+                          token_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """NeMo's greedy choices from raw joint logits, with `token_bias` added to the V+1 token logits first:
+    token id, its probability, duration index, and the top-K token ids and logits (best first)."""
     token_logits = logits[..., :num_token_logits]
+    if token_bias is not None:
+        token_logits = token_logits + token_bias
     token_id = token_logits.argmax(-1)  # on raw logits, as NeMo decides (softmax can merge near-ties)
     token_prob = token_logits.softmax(-1).gather(-1, token_id.unsqueeze(-1)).squeeze(-1)
     duration = logits[..., num_token_logits:].argmax(-1)
-    return token_id.int(), token_prob, duration.int()
+    top_k_logits, top_k_ids = token_logits.topk(top_k, dim=-1)
+    return token_id.int(), token_prob, duration.int(), top_k_ids.int(), top_k_logits
 
 
-def nemo_joint_decision(model, num_token_logits: int):
-    def run(encoder, decoder):
-        return decisions_from_logits(nemo_joint_logits(model, encoder, decoder), num_token_logits)
+def nemo_joint_decision(model, contract: Contract):
+    def run(encoder, decoder, token_bias):
+        return decisions_from_logits(nemo_joint_logits(model, encoder, decoder), contract.model.num_token_logits,
+                                     contract.top_k, token_bias)
     return run
+
+
+@contextlib.contextmanager
+def nemo_token_bias(model, token_bias: np.ndarray):
+    """NeMo's own decoding with `token_bias` added to the V + 1 token logits of every joint call: what a
+    language lock does to the packages, applied to NeMo (its greedy loops all call joint_after_projection;
+    a log-softmax there shifts every logit of a row alike, so the choices match biasing raw logits)."""
+    joint = model.joint
+    original = joint.joint_after_projection
+    bias = torch.from_numpy(np.asarray(token_bias, np.float32))
+
+    def biased(f, g):
+        out = original(f, g)
+        return torch.cat([out[..., :bias.numel()] + bias, out[..., bias.numel():]], dim=-1)
+
+    joint.joint_after_projection = biased
+    try:
+        yield model
+    finally:
+        del joint.joint_after_projection
 
 
 def nemo_transcribe(model, paths: list[str], **options) -> list:
@@ -128,6 +156,13 @@ def nemo_transcribe(model, paths: list[str], **options) -> list:
         return model.transcribe(paths, verbose=False, **options)
     finally:
         model.eval()
+
+
+def hypothesis_decisions(hypothesis) -> tuple[list[int], list[int], list[int]]:
+    """Token ids, frames and durations of a NeMo transcribe(timestamps=True) hypothesis (as Transcript.decisions)."""
+    # An empty hypothesis holds plain lists where a non-empty one holds tensors.
+    return tuple(np.asarray(values).astype(int).tolist() for values in
+                 (hypothesis.y_sequence, hypothesis.timestamp["timestep"], hypothesis.token_duration))
 
 
 def word_timestamps_only(model) -> None:
@@ -148,8 +183,8 @@ def nemo_runtime(model, contract: Contract, name: str) -> TorchRuntime:
     functions = {
         "preprocessor": nemo_preprocessor, "encoder": nemo_encoder, "mel_encoder": nemo_mel_encoder,
         "decoder": nemo_decoder, "joint": nemo_joint,
-        "joint_decision": lambda m: nemo_joint_decision(m, contract.model.num_token_logits),
-        "joint_decision_single_step": lambda m: nemo_joint_decision(m, contract.model.num_token_logits),
+        "joint_decision": lambda m: nemo_joint_decision(m, contract),
+        "joint_decision_single_step": lambda m: nemo_joint_decision(m, contract),
     }
     component = contract[name]
     return TorchRuntime(functions[name](model), describe(component.inputs), describe(component.outputs))
@@ -163,7 +198,8 @@ def nemo_decoder_sequence(model, tokens: np.ndarray) -> tuple[np.ndarray, np.nda
     return output[0].numpy(), h.numpy(), c.numpy()
 
 
-def nemo_transcriber(model, contract: Contract, joint_mode: str = "joint", chunking=None, fused_frontend=False):
+def nemo_transcriber(model, contract: Contract, joint_mode: str = "joint", chunking=None, fused_frontend=False,
+                     token_bias: np.ndarray | None = None):
     """The package transcriber's exact chunking and loop, with NeMo's modules (each window as a file)
     in place of packages."""
     import sentencepiece as spm
@@ -173,7 +209,7 @@ def nemo_transcriber(model, contract: Contract, joint_mode: str = "joint", chunk
 
     tokenizer = spm.SentencePieceProcessor(model_proto=model.tokenizer.tokenizer.serialized_model_proto())
     runtimes = {name: nemo_runtime(model, contract, name) for name in components_needed(joint_mode, fused_frontend)}
-    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking or Chunking())
+    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking or Chunking(), token_bias)
 
 
 def nemo_transcribe_window(model, audio_signal: np.ndarray, audio_length: np.ndarray):

@@ -12,6 +12,9 @@ transcribe()'s. Longer audio is decoded in chunks (`Chunking`): each window hold
 chunk + right context, only the chunk's encoder frames are decoded, and the TDT state carries from
 chunk to chunk (h, c, last token, decoder output, and a duration that jumps past the chunk's end),
 so nothing is merged as text. Frames and times count from the start of the audio.
+
+A `token_bias` [V + 1] (a language lock, `exporters.decoding.language_lock`) is added to the token logits
+before every choice: fed to the joint_decision packages, added on the host in "joint" mode.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import numpy as np
 from exporters.contract import Contract, contract_from_metadata
 from exporters.decoding.chunking import (Chunk, Chunking, chunk_mel_frames, plan_chunks, raw_log_mel,
                                          renormalized, utterance_statistics)
+from exporters.decoding.language_lock import LanguageLock
 from exporters.decoding.tdt import TdtHypothesis, decide_from_logits, greedy_tdt_decode
 from exporters.decoding.timestamps import (TokenTiming, WordTiming, group_words, punctuation_pieces,
                                            refine_punctuation)
+from exporters.errors import UserError
 from exporters.metadata import read_metadata
 from exporters.runtime import load
 
@@ -40,6 +45,10 @@ class Transcript:
     text: str
     tokens: list[TokenTiming] = field(default_factory=list)
     words: list[WordTiming] = field(default_factory=list)
+
+    def decisions(self) -> tuple[list[int], list[int], list[int]]:
+        """Token ids, their frames and their durations: what a comparison with NeMo's hypothesis checks."""
+        return ([t.token_id for t in self.tokens], [t.frame for t in self.tokens], [t.duration for t in self.tokens])
 
     def to_dict(self) -> dict:
         return {"text": self.text, "tokens": [t.to_dict() for t in self.tokens],
@@ -57,7 +66,7 @@ class Transcriber:
     """Greedy TDT transcription over components behind the runtime interface (packages or NeMo)."""
 
     def __init__(self, runtimes: dict, contract: Contract, tokenizer, joint_mode: str = "joint",
-                 fused_frontend: bool = False, chunking: Chunking = Chunking()):
+                 fused_frontend: bool = False, chunking: Chunking = Chunking(), token_bias: np.ndarray | None = None):
         missing = set(components_needed(joint_mode, fused_frontend)) - set(runtimes)
         if missing:
             raise ValueError(f"missing components for {joint_mode}: {', '.join(sorted(missing))}")
@@ -66,6 +75,7 @@ class Transcriber:
         self.joint_mode = joint_mode
         self.fused_frontend = fused_frontend
         self.chunking = chunking
+        self.token_bias = None if token_bias is None else np.asarray(token_bias, np.float32)
         self.tokenizer = tokenizer
         self.punctuation = punctuation_pieces(tokenizer)
 
@@ -123,25 +133,29 @@ class Transcriber:
         """decide(frame, decoder_output) for one window, backed by the chosen joint package."""
         split = self.contract.model.num_token_logits
 
+        name = JOINT_COMPONENT[self.joint_mode]
+        package, component = self.runtimes[name], self.contract[name]
+        package_bias = None if self.joint_mode == "joint" else self.token_bias
         if self.joint_mode == "single_step":
-            package = self.runtimes[JOINT_COMPONENT["single_step"]]
-
             def decide(frame, decoder_output):
-                out = package.predict({"encoder": encoder[:, :, frame:frame + 1], "decoder": decoder_output})
+                out = package.predict(component.joint_feed(encoder[:, :, frame:frame + 1], decoder_output,
+                                                           package_bias))
                 return int(out["token_id"][0, 0, 0]), int(out["duration"][0, 0, 0])
             return decide
 
         # Grid packages score every frame for one decoder state: call once per state, reuse per frame.
-        package = self.runtimes[JOINT_COMPONENT[self.joint_mode]]
         last = {"decoder_output": None, "scores": None}
 
         def decide(frame, decoder_output):
             if last["decoder_output"] is not decoder_output:
                 last["decoder_output"] = decoder_output
-                last["scores"] = package.predict({"encoder": encoder, "decoder": decoder_output})
+                last["scores"] = package.predict(component.joint_feed(encoder, decoder_output, package_bias))
             scores = last["scores"]
             if self.joint_mode == "joint":
-                return decide_from_logits(scores["logits"][0, frame, 0], split)
+                row = scores["logits"][0, frame, 0]
+                if self.token_bias is not None:
+                    row = np.concatenate([row[:split] + self.token_bias, row[split:]])
+                return decide_from_logits(row, split)
             return int(scores["token_id"][0, frame, 0]), int(scores["duration"][0, frame, 0])
         return decide
 
@@ -169,14 +183,26 @@ class Transcriber:
                           group_words(timings, self.tokenizer))
 
 
-def open_transcriber(packages_dir: Path, backend: str | None = None, joint_mode: str = "joint",
-                     fused_frontend: bool = False, chunking: Chunking = Chunking()) -> Transcriber:
-    """A Transcriber over the exported packages in a directory (metadata.json says which model)."""
+def default_joint_mode(contract: Contract) -> str:
+    """The first joint mode whose package the export holds (a FluidAudio layout has the single step only)."""
+    return next(mode for mode, name in JOINT_COMPONENT.items() if name in contract.components)
+
+
+def open_transcriber(packages_dir: Path, backend: str | None = None, joint_mode: str | None = None,
+                     fused_frontend: bool = False, chunking: Chunking = Chunking(),
+                     lock: LanguageLock | None = None) -> Transcriber:
+    """A Transcriber over the exported packages in a directory (metadata.json says which model); `lock`
+    restricts its tokens (by script or list)."""
     import sentencepiece as spm
 
     metadata = read_metadata(packages_dir)
     contract = contract_from_metadata(metadata)
-    runtimes = {name: load(Path(packages_dir) / contract[name].package_name, backend)
-                for name in components_needed(joint_mode, fused_frontend)}
+    joint_mode = joint_mode or default_joint_mode(contract)
+    needed = components_needed(joint_mode, fused_frontend)
+    if missing := [name for name in needed if name not in contract.components]:
+        raise UserError(f"{packages_dir} ({contract.layout.name} layout) has no {', '.join(missing)} package "
+                        f"for joint mode {joint_mode}{' with the fused front end' if fused_frontend else ''}")
+    runtimes = {name: load(Path(packages_dir) / contract[name].package_name, backend) for name in needed}
     tokenizer = spm.SentencePieceProcessor(model_file=str(Path(packages_dir) / metadata["tokenizer"]))
-    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking)
+    bias = None if lock is None else lock.bias(tokenizer, contract.model.num_token_logits)
+    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking, bias)

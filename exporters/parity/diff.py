@@ -164,7 +164,7 @@ def compare(component: str, output: str, precision: str, case: str, expected: np
 
 
 def compare_decisions(component, output, precision, case, expected, actual, margins, tol) -> Diff:
-    """Argmax outputs must agree wherever NeMo's top-1 margin is clear; report how many were not."""
+    """Argmax outputs must agree wherever NeMo's margin is clear; report how many were not."""
     if margins is None:
         raise ValueError(f"{component}.{output}: a decision comparison needs NeMo's top-1 margins")
     clear = margins > tol.margin
@@ -180,6 +180,17 @@ def top1_margin(scores: np.ndarray) -> np.ndarray:
     """Gap between the best and second-best score along the last axis."""
     top2 = np.sort(scores, axis=-1)[..., -2:]
     return top2[..., 1] - top2[..., 0]
+
+
+def rank_margins(scores: np.ndarray, k: int) -> np.ndarray:
+    """For each of the k best scores along the last axis (best first), the gap to its nearer neighbour in
+    that order: the rank of a score is a clear decision only when both neighbours are far from it."""
+    ranked = -np.sort(-scores, axis=-1)[..., :k + 1]
+    gaps = ranked[..., :-1] - ranked[..., 1:]
+    if gaps.shape[-1] < k:  # k is every score: the last has no lower neighbour
+        gaps = np.concatenate([gaps, np.full((*gaps.shape[:-1], 1), np.inf)], axis=-1)
+    before = np.concatenate([np.full((*gaps.shape[:-1], 1), np.inf), gaps[..., :k - 1]], axis=-1)
+    return np.minimum(before, gaps[..., :k])
 
 
 def assert_passed(diffs: list[Diff]) -> None:

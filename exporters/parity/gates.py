@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from exporters.contract import Contract
-from exporters.parity.diff import Diff, compare, top1_margin
+from exporters.layouts import DEFAULT_LAYOUT
+from exporters.parity.diff import Diff, compare, rank_margins, top1_margin
 from exporters.reference import (decisions_from_logits, nemo_decoder_sequence, nemo_joint_logits, nemo_mel_scale,
                                  nemo_runtime)
 from exporters.runtime import Runtime
 
-DECISION_OUTPUTS = ("token_id", "token_prob", "duration")
+DECISION_OUTPUTS = ("token_id", "token_prob", "duration", "top_k_ids", "top_k_logits")
 
 
 def valid_encoder_frames(expected: dict, actual: dict) -> None:
@@ -86,7 +87,8 @@ def decoder_state_gate(model, contract: Contract, package: Runtime, precision: s
 
 def joint_grid_inputs(model, contract: Contract, audio_signal, audio_length, tokens) -> tuple[np.ndarray, list]:
     """NeMo's encoder output for a clip and NeMo's decoder outputs for blank + tokens (the U axis)."""
-    encoded = nemo_runtime(model, contract, "mel_encoder").predict(
+    every_component = contract.with_layout(DEFAULT_LAYOUT)  # NeMo's mel_encoder, whichever packages exist
+    encoded = nemo_runtime(model, every_component, "mel_encoder").predict(
         {"audio_signal": audio_signal, "audio_length": audio_length})["encoder"]
     blank = contract.model.blank_id
     sequence, _, _ = nemo_decoder_sequence(model, np.array([blank, *tokens]))
@@ -107,26 +109,33 @@ def joint_gate(model, contract: Contract, package: Runtime, precision: str, case
 
 
 def joint_decision_gate(name: str, model, contract: Contract, package: Runtime, precision: str, case: str,
-                        encoder: np.ndarray, decoder_steps: list[np.ndarray]) -> list[Diff]:
-    """token_id and duration equal NeMo's argmax where NeMo's margin is clear; token_prob within tolerance.
+                        encoder: np.ndarray, decoder_steps: list[np.ndarray],
+                        token_bias: np.ndarray | None = None) -> list[Diff]:
+    """token_id, duration and top_k_ids equal NeMo's choices where NeMo's margins are clear; token_prob and
+    top_k_logits within tolerance. With `token_bias`, it is fed to the package and added to NeMo's token
+    logits before NeMo's choices; without, the package's default applies.
 
     The grid is (T, U); the single-step package is called once per encoder frame.
     """
-    frames = contract[name].input("encoder").shape[-1]
+    component = contract[name]
+    frames = component.inputs[0].shape[-1]
     split = contract.model.num_token_logits
+    bias = None if token_bias is None else torch.from_numpy(token_bias)
     expected, actual = {o: [] for o in DECISION_OUTPUTS}, {o: [] for o in DECISION_OUTPUTS}
-    margins = {"token_id": [], "duration": []}
+    margins = {"token_id": [], "duration": [], "top_k_ids": []}
     for decoder in decoder_steps:
         for start in range(0, encoder.shape[-1], frames):
-            inputs = {"encoder": encoder[:, :, start:start + frames], "decoder": decoder}
+            window = encoder[:, :, start:start + frames]
             with torch.no_grad():
-                logits = nemo_joint_logits(model, torch.from_numpy(inputs["encoder"]), torch.from_numpy(decoder))
-            for output, value in zip(DECISION_OUTPUTS, decisions_from_logits(logits, split)):
+                logits = nemo_joint_logits(model, torch.from_numpy(window), torch.from_numpy(decoder))
+            for output, value in zip(DECISION_OUTPUTS, decisions_from_logits(logits, split, contract.top_k, bias)):
                 expected[output].append(value.numpy())
-            for output, value in package.predict(inputs).items():
+            for output, value in package.predict(component.joint_feed(window, decoder, token_bias)).items():
                 actual[output].append(value)
-            margins["token_id"].append(top1_margin(logits[..., :split].numpy()))
+            token_logits = logits[..., :split].numpy() + (0 if token_bias is None else token_bias)
+            margins["token_id"].append(top1_margin(token_logits))
             margins["duration"].append(top1_margin(logits[..., split:].numpy()))
+            margins["top_k_ids"].append(rank_margins(token_logits, contract.top_k))
     joined = {o: np.concatenate(v, axis=1) for o, v in margins.items()}
     return [compare(name, o, precision, case, np.concatenate(expected[o], axis=1),
                     np.concatenate(actual[o], axis=1), joined.get(o))

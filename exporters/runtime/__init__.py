@@ -29,6 +29,14 @@ class TensorDescription:
     name: str
     shape: tuple[int, ...]
     dtype: type
+    default: float | None = None  # an optional input's value when it is left out
+
+
+def with_defaults(inputs: dict[str, np.ndarray], descriptions) -> dict[str, np.ndarray]:
+    """inputs plus every optional input they leave out, filled with its default (as Core ML does)."""
+    missing = {d.name: np.full(d.shape, d.default, d.dtype) for d in descriptions
+               if d.default is not None and d.name not in inputs}
+    return {**inputs, **missing}
 
 
 class Runtime(Protocol):
@@ -62,13 +70,14 @@ def package_io(path: Path) -> tuple[tuple[TensorDescription, ...], tuple[TensorD
     """Inputs and outputs declared in a package's spec, in order."""
     import coremltools as ct
 
-    from exporters.runtime.mil.program import FEATURE_DTYPES
+    from exporters.runtime.mil.program import FEATURE_DTYPES, optional_default
 
     description = ct.utils.load_spec(str(path)).description
 
     def read(features) -> tuple[TensorDescription, ...]:
         return tuple(TensorDescription(f.name, tuple(f.type.multiArrayType.shape),
-                                       FEATURE_DTYPES[f.type.multiArrayType.dataType].type) for f in features)
+                                       FEATURE_DTYPES[f.type.multiArrayType.dataType].type, optional_default(f))
+                     for f in features)
 
     return read(description.input), read(description.output)
 
@@ -123,6 +132,7 @@ class TorchRuntime:
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
+        inputs = with_defaults(inputs, self.inputs)
         arguments = [torch.from_numpy(np.ascontiguousarray(inputs[d.name])) for d in self.inputs]
         with torch.no_grad():
             results = self.function(*arguments)
@@ -135,7 +145,7 @@ def describe(specs) -> tuple[TensorDescription, ...]:
     """TensorDescriptions for contract TensorSpecs."""
     from exporters.example_inputs import numpy_dtype
 
-    return tuple(TensorDescription(s.name, s.shape, numpy_dtype(s)) for s in specs)
+    return tuple(TensorDescription(s.name, s.shape, numpy_dtype(s), s.default) for s in specs)
 
 
 def wrapper_runtime(model, contract, name: str) -> TorchRuntime:

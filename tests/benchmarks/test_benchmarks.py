@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from exporters.components import COMPONENTS
+from exporters.contract import TOKEN_BIAS
 from exporters.example_inputs import example_inputs
 from exporters.memory import process_peak_rss_mb
 from exporters.metadata import read_metadata
@@ -33,6 +34,23 @@ def test_component_on_executor(benchmark, record_run, host, tiny_contract, tiny_
     benchmark(package.predict, inputs)
     record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend="mil", precision=precision,
                model="tiny", host=host, component=name)
+
+
+@pytest.mark.parametrize("lock", ["absent", "fed"])
+def test_single_step_with_and_without_lock(benchmark, record_run, host, backend, tiny_contract, tiny_packages,
+                                           precision, lock):
+    """Coverage: one single-step joint_decision call with token_bias left out (its default) or fed (a lock)."""
+    name = "joint_decision_single_step"
+    try:
+        package = load(tiny_packages / tiny_contract[name].package_name, backend)
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+    inputs = example_inputs(tiny_contract[name])
+    if lock == "absent":
+        inputs.pop(TOKEN_BIAS)
+    benchmark(package.predict, inputs)
+    record_run(benchmark, audio_seconds=window_seconds(tiny_contract) / tiny_contract.encoder_frames, backend=backend,
+               precision=precision, model="tiny", host=host, component=name, lock=lock)
 
 
 @pytest.mark.parametrize("name", list(COMPONENTS))

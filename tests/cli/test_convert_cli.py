@@ -83,10 +83,23 @@ def test_nemo_archive_missing_a_member(tmp_path, member, one_line_error):
     ("--components", "encoder,vocoder", "unknown component vocoder"),
     ("--precision", "int8", "unknown precision 'int8'"),
     ("--compute-units", "NPU", "unknown compute units 'NPU'"),
+    ("--layout", "coreml-tools", "unknown layout 'coreml-tools'"),
+    ("--top-k", "0", "top-k 0 out of range"),
 ])
 def test_unknown_settings(tmp_path, option, value, fragment, one_line_error):
-    """Coverage: unknown component, precision or compute units fail before any work."""
+    """Coverage: unknown component, precision, compute units or layout, or K < 1, fail before any work."""
     one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), option, value), fragment)
+    assert leftovers(tmp_path) == []
+
+
+def test_layout_components_and_top_k_bound(tmp_path, one_line_error):
+    """Coverage: a component the layout does not hold, and K beyond the V+1 token logits (known once the model
+    is loaded), are one error line each and leave nothing behind."""
+    out = str(tmp_path / "o")
+    one_line_error(convert("--model", "tiny", "--output-dir", out, "--layout", "fluidaudio", "--components", "joint"),
+                   "unknown component joint in the fluidaudio layout")
+    one_line_error(convert("--model", "tiny", "--output-dir", out, "--top-k", "100000"),
+                   "top-k 100000 out of range: choose 1 to")
     assert leftovers(tmp_path) == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -50,3 +51,29 @@ def test_compiles_every_package_on_macos(tiny_packages_fp32, tmp_path):
     assert compiled == sorted(p.name.replace(".mlpackage", ".mlmodelc") for p in export.glob("*.mlpackage"))
     packages = json.loads((export / "metadata.json").read_text())["packages"]
     assert all(entry["compile_seconds"] > 0 for entry in packages.values())
+
+
+@pytest.fixture(scope="module")
+def fluidaudio_export(load_subject):
+    return load_subject("tiny").packages("fp32", "fluidaudio")
+
+
+def test_fluidaudio_layout_compiles_to_the_names_it_loads(fluidaudio_export, tmp_path):
+    """Coverage: the FluidAudio export compiles with one command per package it loads (coremlcompiler names
+    each bundle after its package: Preprocessor, Encoder, Decoder, JointDecisionv3 .mlmodelc)."""
+    commands = compile_commands(fluidaudio_export, tmp_path)
+    assert sorted(Path(command[3]).name for command in commands) == [
+        "Decoder.mlpackage", "Encoder.mlpackage", "JointDecisionv3.mlpackage", "Preprocessor.mlpackage"]
+
+
+@pytest.mark.macos
+@pytest.mark.skipif(not on_macos, reason="xcrun coremlcompiler exists only on macOS with Xcode")
+def test_fluidaudio_layout_compiles_in_place_on_macos(fluidaudio_export, tmp_path):
+    """Coverage: `compile` on the FluidAudio folder leaves the four .mlmodelc bundles (with coremldata.bin)
+    beside parakeet_vocab.json, where FluidAudio's loader looks."""
+    export = shutil.copytree(fluidaudio_export, tmp_path / "parakeet-tdt-0.6b-v3")
+    result = runner.invoke(app, ["compile", "--packages", str(export)])
+    assert result.exit_code == 0, result.output
+    for name in ("Preprocessor", "Encoder", "Decoder", "JointDecisionv3"):
+        assert (export / f"{name}.mlmodelc" / "coremldata.bin").is_file(), name
+    assert (export / "parakeet_vocab.json").is_file()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from exporters.components.preprocessor import exact_dft_basis
+from exporters.contract import DEFAULT_TOP_K, build_contract
 from exporters.example_inputs import example_inputs
 from exporters.parity.diff import assert_passed, compare
 from exporters.parity.gates import valid_encoder_frames
@@ -102,12 +103,17 @@ def test_joint_wrapper_is_nemo_joint_before_normalization(tiny_model, tiny_contr
 
 
 @pytest.mark.parametrize("name", ["joint_decision", "joint_decision_single_step"])
-def test_joint_decision_wrapper_matches_nemo_argmax(tiny_model, tiny_contract, name):
-    """Coverage: token_id/duration are NeMo's argmaxes over V+1 and durations; token_prob its softmax."""
+@pytest.mark.parametrize("top_k", [1, 3, DEFAULT_TOP_K])
+def test_joint_decision_wrapper_matches_nemo_argmax(tiny_model, tiny_contract, name, top_k):
+    """Coverage: token_id/duration are NeMo's argmaxes over V+1 and durations; token_prob its softmax; the
+    contract's K top logits are NeMo's K largest token scores (compared relative to the best, as NeMo
+    log-softmaxes), at the ids returned."""
     spec = tiny_contract.model
-    inputs = example_inputs(tiny_contract[name], seed=5)
-    ours = run_wrapper(tiny_model, tiny_contract, name, inputs)
-    reference = nemo_joint_log_probs(tiny_model, inputs["encoder"], inputs["decoder"])
+    contract = build_contract(spec, tiny_contract.mel_frames, tiny_contract.encoder_frames, top_k=top_k)
+    inputs = example_inputs(contract[name], seed=5)
+    encoder, decoder = (inputs[s.name] for s in contract[name].inputs[:2])
+    ours = run_wrapper(tiny_model, contract, name, inputs)
+    reference = nemo_joint_log_probs(tiny_model, encoder, decoder)
     token_scores = reference[..., : spec.num_token_logits]
     duration_scores = reference[..., spec.num_token_logits:]
     np.testing.assert_array_equal(ours["token_id"], token_scores.argmax(-1))
@@ -115,6 +121,12 @@ def test_joint_decision_wrapper_matches_nemo_argmax(tiny_model, tiny_contract, n
     token_probs = torch.from_numpy(token_scores).softmax(-1).numpy()
     expected_prob = np.take_along_axis(token_probs, ours["token_id"][..., None].astype(np.int64), -1)[..., 0]
     np.testing.assert_allclose(ours["token_prob"], expected_prob, rtol=1e-5, atol=1e-6)
+    assert ours["top_k_ids"].shape == ours["top_k_logits"].shape == (*ours["token_id"].shape, top_k)
+    best_k = -np.sort(-token_scores, axis=-1)[..., :top_k]
+    at_ids = np.take_along_axis(token_scores, ours["top_k_ids"].astype(np.int64), -1)
+    np.testing.assert_allclose(at_ids, best_k, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours["top_k_logits"] - ours["top_k_logits"][..., :1], best_k - best_k[..., :1],
+                               rtol=0, atol=1e-5)
 
 
 def test_exact_dft_basis_beats_fp32_angles(tiny_model):

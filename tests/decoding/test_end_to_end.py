@@ -11,20 +11,9 @@ from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
 from exporters.decoding.divergence import first_divergence, recording
 from exporters.decoding.transcriber import JOINT_MODES
 from exporters.parity.diff import tolerance
-from exporters.reference import nemo_transcriber
+from exporters.reference import hypothesis_decisions, nemo_transcriber
 
 PATHS = [(mode, fused) for mode in JOINT_MODES for fused in (False, True)]
-
-
-def decisions(transcript) -> tuple[list[int], list[int], list[int]]:
-    return ([t.token_id for t in transcript.tokens], [t.frame for t in transcript.tokens],
-            [t.duration for t in transcript.tokens])
-
-
-def nemo_decisions(hypothesis) -> tuple[list[int], list[int], list[int]]:
-    # An empty hypothesis holds plain lists where a non-empty one holds tensors.
-    return tuple(np.asarray(values).astype(int).tolist() for values in
-                 (hypothesis.y_sequence, hypothesis.timestamp["timestep"], hypothesis.token_duration))
 
 
 # Random weights give near-tied logits; a decision may flip there only (the issue's bar).
@@ -36,10 +25,10 @@ def check_against_nemo_on_file(case, transcriber, name: str, samples) -> str | N
     the first differing decision, which must sit at a NeMo near-tie (top-2 margin < NEAR_TIE)."""
     transcript = transcriber.transcribe(samples)
     expected = case.on_file[name]
-    if decisions(transcript) == nemo_decisions(expected) and transcript.text == expected.text:
+    if transcript.decisions() == hypothesis_decisions(expected) and transcript.text == expected.text:
         return None
     assert not case.subject.trained, \
-        f"{case.subject.source} {name}: {decisions(transcript)} != NeMo's {nemo_decisions(expected)}"
+        f"{case.subject.source} {name}: {transcript.decisions()} != NeMo's {hypothesis_decisions(expected)}"
     reference = recording(nemo_transcriber(case.subject.model, case.subject.contract))
     package = recording(transcriber, joint=reference.runtimes["joint"])
     reference.transcribe(samples)
@@ -69,7 +58,7 @@ def test_fp32_word_timestamps_equal_nemo_on_the_file(decoding_case, transcriber_
     for name, samples in decoding_case.clips.items():
         transcript = transcriber.transcribe(samples)
         expected = decoding_case.on_file[name]
-        if decisions(transcript) != nemo_decisions(expected):
+        if transcript.decisions() != hypothesis_decisions(expected):
             assert not decoding_case.subject.trained, name
             continue
         assert [w.word for w in transcript.words] == [w["word"] for w in expected.timestamp["word"]], name
@@ -126,3 +115,17 @@ def test_any_crop_of_speech_decodes_like_nemo_on_the_file(decoding_subject, tran
     start = data.draw(st.integers(0, len(speech) - length), label="start")
     case = case_for(decoding_subject, {"crop": speech[start:start + length]})
     check_against_nemo_on_file(case, transcriber_for(decoding_subject.packages("fp32")), "crop", case.clips["crop"])
+
+
+def test_fluidaudio_layout_makes_nemo_decisions_on_the_file(load_subject, case_for, transcriber_for):
+    """Coverage: the `convert --layout fluidaudio` export of the trained digits model, decoded step by step with
+    its JointDecisionv3 (the only joint it has), makes NeMo transcribe()'s decisions on every digits clip."""
+    digits = load_subject("digits")
+    clips = {path.stem: load_audio(path, digits.contract.model.sample_rate)
+             for path in sorted((FIXTURE_AUDIO_DIR / "digits").glob("*.wav"))}
+    case = case_for(digits, clips)
+    transcriber = transcriber_for(digits.packages("fp32", "fluidaudio"), "single_step")
+    for name, samples in clips.items():
+        transcript = transcriber.transcribe(samples)
+        assert transcript.decisions() == hypothesis_decisions(case.on_file[name]), name
+        assert transcript.text == case.on_file[name].text, name

@@ -1,7 +1,9 @@
 """joint and joint_decision packages vs NeMo's RNNTJoint on the (T, U) grid."""
 
+import numpy as np
 import pytest
 
+from exporters.decoding.language_lock import BLOCKED
 from exporters.parity.diff import assert_passed
 from exporters.parity.gates import joint_decision_gate, joint_gate, joint_grid_inputs
 
@@ -22,7 +24,28 @@ def test_joint_parity_on_grid(tiny_model, tiny_contract, open_package, precision
 
 @pytest.mark.parametrize("name", ["joint_decision", "joint_decision_single_step"])
 def test_joint_decision_parity_on_grid(tiny_model, tiny_contract, open_package, precision, grid, name):
-    """Coverage: token_id/duration equal NeMo's argmax where margins are clear; token_prob within tolerance."""
+    """Coverage: token_id/duration/top_k_ids equal NeMo's choices where margins are clear; token_prob and
+    top_k_logits within tolerance (token_bias left out: its default applies)."""
     case, encoder, decoder_steps = grid
     assert_passed(joint_decision_gate(name, tiny_model, tiny_contract, open_package(name), precision, case,
                                       encoder, decoder_steps))
+
+
+@pytest.fixture(scope="module")
+def lock_bias(tiny_contract):
+    """A bias that forbids a third of the tokens (never blank) and nudges the rest by up to ±2."""
+    rng = np.random.default_rng(5)
+    size = tiny_contract.model.num_token_logits
+    bias = rng.uniform(-2, 2, size).astype(np.float32)
+    bias[rng.choice(size - 1, size // 3, replace=False)] = BLOCKED
+    return bias
+
+
+@pytest.mark.parametrize("name", ["joint_decision", "joint_decision_single_step"])
+def test_joint_decision_parity_with_token_bias(tiny_model, tiny_contract, open_package, precision, grid, name,
+                                               lock_bias):
+    """Coverage: with a token_bias fed, every choice (token, probability, top-K) equals NeMo's on NeMo's logits
+    plus that bias."""
+    case, encoder, decoder_steps = grid
+    assert_passed(joint_decision_gate(name, tiny_model, tiny_contract, open_package(name), precision, f"{case} biased",
+                                      encoder, decoder_steps, lock_bias))

@@ -129,11 +129,12 @@ class MilExecutor:
 
     def _bind_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         expected = [spec.name for spec in self.inputs]
-        if set(inputs) != set(expected):
+        required = {spec.name for spec in self.inputs if spec.default is None}
+        if not required <= set(inputs) <= set(expected):
             raise ValueError(f"inputs {sorted(inputs)} do not match the model inputs {expected}")
         env = {}
         for spec in self.inputs:
-            array = np.asarray(inputs[spec.name])
+            array = np.asarray(inputs[spec.name]) if spec.name in inputs else np.full(spec.shape, spec.default)
             rule = self._input_rules[spec.name]
             if not rule.allows(array.shape):
                 raise ValueError(f"input {spec.name!r} has shape {array.shape}, the model accepts {rule.describe()}")

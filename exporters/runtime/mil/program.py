@@ -59,11 +59,12 @@ class UnsupportedOpError(Exception):
 
 
 class TensorSpec(NamedTuple):
-    """Name, default shape and dtype of a model input or output."""
+    """Name, default shape and dtype of a model input or output; an optional input's fill value."""
 
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
+    default: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,18 @@ def root_model_file(package_path: Path) -> Path:
 
 def _feature_spec(feature) -> TensorSpec:
     array = _array_type(feature)
-    return TensorSpec(feature.name, tuple(int(d) for d in array.shape), FEATURE_DTYPES[array.dataType])
+    return TensorSpec(feature.name, tuple(int(d) for d in array.shape), FEATURE_DTYPES[array.dataType],
+                      optional_default(feature))
+
+
+def optional_default(feature) -> float | None:
+    """The value an optional multi-array input takes when left out (None for a required one)."""
+    if not feature.type.isOptional:
+        return None
+    which = feature.type.multiArrayType.WhichOneof("defaultOptionalValue")
+    if which is None:
+        raise ValueError(f"optional input {feature.name!r} declares no default value")
+    return getattr(feature.type.multiArrayType, which)
 
 
 def _shape_rule(feature) -> ShapeRule:

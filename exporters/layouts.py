@@ -1,0 +1,55 @@
+"""Export layouts: which packages an export directory holds and what their files are called.
+
+The interface of every package (names, shapes, dtypes) is the contract's and does not change with the
+layout; a layout only picks packages, names their files and adds the files a runtime expects beside them.
+
+- `default`: all seven packages as `parakeet_<component>.mlpackage`.
+- `fluidaudio`: what FluidAudio's Parakeet v3 loader opens (0.15.x; read from its sources, listed in
+  fixtures/fluidaudio/interface.json): Preprocessor, Encoder, Decoder and JointDecisionv3 (our
+  single-step joint_decision), plus `parakeet_vocab.json`. FluidAudio opens compiled `.mlmodelc`
+  bundles of these names: `parakeet-coreml compile` makes them on macOS.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exporters.errors import UserError
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    components: tuple[str, ...] | None = None  # None: every component of the contract
+    package_stems: dict[str, str] = field(default_factory=dict)  # component → file stem (default parakeet_<name>)
+    vocabulary_file: str | None = None  # a {"id": "piece"} JSON map of the tokenizer, beside the packages
+    folder_name: str | None = None  # the directory name the runtime looks for
+
+    def has(self, component: str) -> bool:
+        return self.components is None or component in self.components
+
+
+DEFAULT_LAYOUT = "default"
+FLUIDAUDIO_FOLDER = "parakeet-tdt-0.6b-v3"
+LAYOUTS = {
+    DEFAULT_LAYOUT: Layout(DEFAULT_LAYOUT),
+    "fluidaudio": Layout(
+        "fluidaudio", ("preprocessor", "encoder", "decoder", "joint_decision_single_step"),
+        {"preprocessor": "Preprocessor", "encoder": "Encoder", "decoder": "Decoder",
+         "joint_decision_single_step": "JointDecisionv3"},
+        vocabulary_file="parakeet_vocab.json", folder_name=FLUIDAUDIO_FOLDER),
+}
+
+
+def layout_named(name: str) -> Layout:
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise UserError(f"unknown layout {name!r}; choose one of {', '.join(LAYOUTS)}") from None
+
+
+def write_vocabulary(tokenizer, path: Path) -> None:
+    """Every piece by id ({"0": "<unk>", "1": "▁t", …}); blank (= V) is no piece and is left out."""
+    pieces = {str(i): tokenizer.id_to_piece(i) for i in range(tokenizer.get_piece_size())}
+    path.write_text(json.dumps(pieces, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
