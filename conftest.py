@@ -272,6 +272,22 @@ def reseal_export():
     return reseal
 
 
+def load_or_skip(path, backend: str, compute_units: str = "CPU_ONLY"):
+    """runtime.load, or skip the test with the reason this backend cannot run here (Core ML off macOS)."""
+    from exporters.runtime import BackendUnavailable, load
+
+    try:
+        return load(path, backend, compute_units)
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+
+
+@pytest.fixture(scope="session")
+def open_or_skip():
+    """load_or_skip(path, backend, compute_units="CPU_ONLY"): a package on a backend, or a skip with the reason."""
+    return load_or_skip
+
+
 @pytest.fixture(scope="session")
 def load_subject():
     """subject(source): a model under test by load_model source, loaded once per session."""

@@ -21,7 +21,10 @@ logging.getLogger("coremltools").setLevel(logging.ERROR)
 from exporters.checkpoints import DEFAULT_HF_ID  # noqa: E402
 from exporters.contract import DEFAULT_TOP_K  # noqa: E402
 from exporters.decoding.chunking import Chunking  # noqa: E402
+from exporters.decoding.transcriber import JOINT_MODES  # noqa: E402
 from exporters.errors import UserError  # noqa: E402
+from exporters.lint import DEFAULT_TARGET, ERROR, INFO, WARNING  # noqa: E402
+from exporters.runtime import BACKENDS  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export Parakeet-TDT (NeMo) to Core ML packages and check them against NeMo.")
@@ -47,6 +50,15 @@ def quiet_libraries() -> None:
 def fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def one_of(what: str, choices: tuple[str, ...]):
+    """A typer callback accepting None or one of `choices`; anything else is one error line."""
+    def check(value):
+        if value is not None and value not in choices:
+            fail(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+        return value
+    return check
 
 
 def parse_components(value: str) -> tuple[str, ...] | None:
@@ -138,23 +150,22 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
 def compare(
     packages: Path = typer.Option(..., help="Export directory (with metadata.json) to check."),
     audio: Optional[Path] = typer.Option(None, help="Clip to compare on (default: the bundled 16 s speech clip)."),
-    backend: Optional[str] = typer.Option(None, help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
+    backend: Optional[str] = typer.Option(None, callback=one_of("backend", BACKENDS),
+                                          help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
     runs: int = typer.Option(5, min=1, help="Timed runs per component for latency."),
     warmup: int = typer.Option(1, min=0, help="Untimed warm-up runs per component."),
     plots: Optional[Path] = typer.Option(None, help="Directory for PNG plots (default: <packages>/plots)."),
+    tolerances: Optional[Path] = typer.Option(None, help="A tolerance table (TOML, the format of "
+                                                         "exporters/tolerances.toml) to judge by instead."),
 ) -> None:
     """Run every parity gate against NeMo, record the diffs in metadata.json, exit non-zero on any failure."""
-    from exporters.runtime import BACKENDS
-
-    if backend is not None and backend not in BACKENDS:
-        fail(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     try:
         quiet_libraries()
         from exporters.parity.report import run_compare
         from exporters.runtime import BackendUnavailable
 
         try:
-            report = run_compare(packages, audio, backend, runs, warmup, plots or packages / "plots")
+            report = run_compare(packages, audio, backend, runs, warmup, plots or packages / "plots", tolerances)
         except BackendUnavailable as error:
             raise UserError(str(error)) from error
     except UserError as error:
@@ -192,9 +203,11 @@ def transcribe(
     packages: Path = typer.Option(..., help="Export directory (with metadata.json)."),
     json_output: bool = typer.Option(False, "--json", help="One file: print tokens and words with timestamps as JSON."),
     fused: bool = typer.Option(False, help="Use the fused packages: mel_encoder and single-step joint_decision."),
-    joint_mode: Optional[str] = typer.Option(None, help="joint, joint_decision or single_step (overrides --fused; "
-                                                        "default: the first of them the export holds)."),
-    backend: Optional[str] = typer.Option(None, help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
+    joint_mode: Optional[str] = typer.Option(None, callback=one_of("joint mode", JOINT_MODES),
+                                             help="joint, joint_decision or single_step (overrides --fused; "
+                                                  "default: the first of them the export holds)."),
+    backend: Optional[str] = typer.Option(None, callback=one_of("backend", BACKENDS),
+                                          help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
     chunk_seconds: float = typer.Option(Chunking.chunk_seconds, help="Audio longer than the window: decoded chunk."),
     left_context_seconds: float = typer.Option(Chunking.left_seconds, help="Audio before each chunk in its window."),
     right_context_seconds: float = typer.Option(Chunking.right_seconds, help="Audio after each chunk in its window."),
@@ -211,13 +224,9 @@ def transcribe(
     import json
 
     from exporters.decoding.batch import MANIFEST_SUFFIXES, expand_inputs
-    from exporters.decoding.transcriber import JOINT_MODES
-
     from exporters.decoding.language_lock import LanguageLock, read_token_list
 
     mode = joint_mode or ("single_step" if fused else None)
-    if mode is not None and mode not in JOINT_MODES:
-        fail(f"unknown joint mode {mode!r}; choose one of {', '.join(JOINT_MODES)}")
     try:
         lock = None
         if allow_script or allow_tokens:
@@ -240,10 +249,8 @@ def open_packages_transcriber(packages: Path, joint_mode: str | None, fused: boo
                               lock=None):
     from exporters.decoding.chunking import check_chunking
     from exporters.decoding.transcriber import open_transcriber
-    from exporters.runtime import BACKENDS, BackendUnavailable
+    from exporters.runtime import BackendUnavailable
 
-    if backend is not None and backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     try:
         transcriber = open_transcriber(packages, backend, joint_mode, fused, chunking, lock)
     except BackendUnavailable as error:
@@ -280,11 +287,62 @@ def transcribe_many(transcriber, files: list[Path]) -> bool:
     return failed == 0
 
 
-from exporters.compile import compile_command  # noqa: E402
-from exporters.lint import lint_command  # noqa: E402
+SEVERITY_STYLES = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}
 
-app.command("lint")(lint_command)
-app.command("compile")(compile_command)
+
+@app.command()
+def lint(
+    packages: Path = typer.Option(..., help="Export directory (with metadata.json) to check."),
+    target: str = typer.Option(DEFAULT_TARGET, help="Deployment target the packages must match (e.g. iOS17)."),
+) -> None:
+    """Check every package statically for Neural Engine and Core ML problems; exit 1 on any error."""
+    from exporters.lint import lint_export
+
+    try:
+        findings = lint_export(packages, target)
+    except (UserError, OSError) as error:
+        fail(str(error))
+    print_findings(findings)
+    if errors := sum(f.severity == ERROR for package_findings in findings.values() for f in package_findings):
+        console.print(f"[bold red]lint found {errors} error(s)[/]")
+        raise typer.Exit(code=1)
+
+
+def print_findings(findings) -> None:
+    from exporters.lint import severity_counts
+
+    table = Table(title="lint")
+    for column in ("package", "severity", "rule", "op", "message"):
+        table.add_column(column)
+    for package, package_findings in findings.items():
+        for f in package_findings:
+            table.add_row(package, f"[{SEVERITY_STYLES[f.severity]}]{f.severity}[/]", f.rule, f.op or "", f.message)
+        if not package_findings:
+            table.add_row(package, "ok", "", "", "")
+    counts = severity_counts(findings)
+    out = Console(width=160)
+    out.print(table)
+    out.print(", ".join(f"{s}: {counts[s]}" for s in SEVERITY_STYLES), highlight=False)
+
+
+@app.command("compile")
+def compile_packages(
+    packages: Path = typer.Option(..., help="Export directory (with metadata.json) whose packages to compile."),
+    output_dir: Optional[Path] = typer.Option(None, help="Directory for the .mlmodelc bundles (default: <packages>)."),
+) -> None:
+    """Compile every .mlpackage to .mlmodelc with xcrun coremlcompiler (macOS) and record the seconds taken."""
+    from exporters.compile import compile_directory
+
+    try:
+        seconds = compile_directory(packages, output_dir or packages)
+    except (UserError, OSError) as error:
+        fail(str(error))
+    table = Table(title=f"compiled to {output_dir or packages}")
+    table.add_column("package")
+    table.add_column("seconds")
+    for package, taken in seconds.items():
+        table.add_row(package, f"{taken:.2f}")
+    Console(width=160).print(table)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`parakeet-coreml compile`: compile every .mlpackage to .mlmodelc with Xcode's coremlcompiler (macOS only)."""
+"""Compile every .mlpackage of an export to .mlmodelc with Xcode's coremlcompiler (macOS only)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
-
-import typer
 
 from exporters.errors import UserError
 from exporters.lint import package_paths
@@ -60,25 +57,3 @@ def compile_directory(directory: Path, out_dir: Path) -> dict[str, float]:
             entry["compile_seconds"] = round(seconds[entry["file"]], 3)
     write_metadata(directory, metadata)
     return seconds
-
-
-def compile_command(
-    packages: Path = typer.Option(..., help="Export directory (with metadata.json) whose packages to compile."),
-    output_dir: Optional[Path] = typer.Option(None, help="Directory for the .mlmodelc bundles (default: <packages>)."),
-) -> None:
-    """Compile every .mlpackage to .mlmodelc with xcrun coremlcompiler (macOS) and record the seconds taken."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from exporters.cli import fail
-
-    try:
-        seconds = compile_directory(packages, output_dir or packages)
-    except (UserError, OSError) as error:
-        fail(str(error))
-    table = Table(title=f"compiled to {output_dir or packages}")
-    table.add_column("package")
-    table.add_column("seconds")
-    for package, taken in seconds.items():
-        table.add_row(package, f"{taken:.2f}")
-    Console(width=160).print(table)

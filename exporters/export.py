@@ -20,11 +20,12 @@ from exporters.contract import ComponentContract, Contract, TensorSpec
 from exporters.errors import UserError
 from exporters.layouts import DEFAULT_LAYOUT, LAYOUTS, Layout, write_vocabulary
 from exporters.memory import weights_paged_out
+from exporters.runtime import COREML_COMPUTE_UNITS
 from exporters.example_inputs import example_inputs, numpy_dtype
 from exporters.metadata import FILENAME, build_metadata, default_author, package_sha256, write_metadata
 
 PRECISIONS = ("fp32", "fp16")
-COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
+COMPUTE_UNITS = COREML_COMPUTE_UNITS
 AUTO_COMPUTE_UNITS = "auto"
 # The Neural Engine rejects tensor dimensions over 16384; waveform inputs are 240000 samples long.
 WAVEFORM_COMPUTE_UNITS = "CPU_AND_GPU"

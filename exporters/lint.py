@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import typer
 from google.protobuf.message import DecodeError
 
 from exporters.errors import UserError
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from exporters.runtime.mil.program import MilPackage, ShapeRule, ValueDecoder
 
 ERROR, WARNING, INFO = "error", "warning", "info"
-SEVERITY_STYLES = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}
 DEFAULT_TARGET = "iOS17"
 ANE_MAX_DIMENSION = 16384
 MAX_RANK = 5
@@ -376,44 +374,18 @@ def record_findings(metadata: dict, findings: dict[str, list[Finding]]) -> None:
             entry["lint"] = [f.to_dict() for f in findings[entry["file"]]]
 
 
-def print_findings(findings: dict[str, list[Finding]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="lint")
-    for column in ("package", "severity", "rule", "op", "message"):
-        table.add_column(column)
-    for package, package_findings in findings.items():
-        for f in package_findings:
-            style = SEVERITY_STYLES[f.severity]
-            table.add_row(package, f"[{style}]{f.severity}[/]", f.rule, f.op or "", f.message)
-        if not package_findings:
-            table.add_row(package, "ok", "", "", "")
-    counts = Counter(f.severity for package_findings in findings.values() for f in package_findings)
-    out = Console(width=160)
-    out.print(table)
-    out.print(", ".join(f"{s}: {counts[s]}" for s in (ERROR, WARNING, INFO)), highlight=False)
+def lint_export(directory: Path, target: str = DEFAULT_TARGET) -> dict[str, list[Finding]]:
+    """Lint every package of an export directory (compute units included) and record the findings in its
+    metadata.json; bad directories and targets are a UserError."""
+    metadata = read_metadata(directory)
+    spec_version(target)
+    findings = lint_directory(directory, target)
+    for finding in check_compute_units(metadata, findings):
+        findings[finding.package].append(finding)
+    record_findings(metadata, findings)
+    write_metadata(directory, metadata)
+    return findings
 
 
-def lint_command(
-    packages: Path = typer.Option(..., help="Export directory (with metadata.json) to check."),
-    target: str = typer.Option(DEFAULT_TARGET, help="Deployment target the packages must match (e.g. iOS17)."),
-) -> None:
-    """Check every package statically for Neural Engine and Core ML problems; exit 1 on any error."""
-    from exporters.cli import console, fail
-
-    try:
-        metadata = read_metadata(packages)
-        spec_version(target)
-        findings = lint_directory(packages, target)
-        for finding in check_compute_units(metadata, findings):
-            findings[finding.package].append(finding)
-        record_findings(metadata, findings)
-        write_metadata(packages, metadata)
-    except (UserError, OSError) as error:
-        fail(str(error))
-    print_findings(findings)
-    errors = sum(f.severity == ERROR for package_findings in findings.values() for f in package_findings)
-    if errors:
-        console.print(f"[bold red]lint found {errors} error(s)[/]")
-        raise typer.Exit(code=1)
+def severity_counts(findings: dict[str, list[Finding]]) -> Counter:
+    return Counter(f.severity for package_findings in findings.values() for f in package_findings)

@@ -1,4 +1,5 @@
-"""NeMo itself as the reference side of every comparison, behind the runtime interface.
+"""NeMo itself as the reference side of every comparison, behind the runtime interface (`TorchRuntime`;
+`wrapper_runtime` puts our own torch wrappers, what gets traced, behind it too).
 
 Each component is computed by calling the NeMo modules directly (not our wrappers), in the
 contract's layout, so the same test code can run a package and NeMo on identical inputs.
@@ -13,15 +14,51 @@ encoder_length only.
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import numpy as np
 import torch
 
+from exporters.components import COMPONENTS
 from exporters.components.joint import raw_joint_logits
 from exporters.components.preprocessor import normalization_off
 from exporters.contract import Contract
+from exporters.example_inputs import numpy_dtype
 from exporters.inspect_model import encoder_frames, mel_frames
-from exporters.runtime import TorchRuntime, describe
+from exporters.runtime import TensorDescription, with_defaults
+
+
+class TorchRuntime:
+    """A torch callable given the contract's inputs in order, returning its outputs in order."""
+
+    backend = "torch"
+
+    def __init__(self, function: Callable, inputs: tuple[TensorDescription, ...],
+                 outputs: tuple[TensorDescription, ...]):
+        self.function = function
+        self.inputs = inputs
+        self.outputs = outputs
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = with_defaults(inputs, self.inputs)
+        arguments = [torch.from_numpy(np.ascontiguousarray(inputs[d.name])) for d in self.inputs]
+        with torch.no_grad():
+            results = self.function(*arguments)
+        results = results if isinstance(results, (tuple, list)) else (results,)
+        return {d.name: r.detach().cpu().numpy().astype(d.dtype, copy=False)
+                for d, r in zip(self.outputs, results)}
+
+
+def describe(specs) -> tuple[TensorDescription, ...]:
+    """TensorDescriptions for contract TensorSpecs."""
+    return tuple(TensorDescription(s.name, s.shape, numpy_dtype(s), s.default) for s in specs)
+
+
+def wrapper_runtime(model, contract, name: str) -> TorchRuntime:
+    """The component's torch wrapper (what gets traced), behind the runtime interface."""
+    component = contract[name]
+    module = COMPONENTS[name].wrap(model, contract).eval()
+    return TorchRuntime(module, describe(component.inputs), describe(component.outputs))
 
 
 def trim(signal: torch.Tensor, length: torch.Tensor) -> torch.Tensor:

@@ -53,16 +53,20 @@ def load_tolerances(path: Path = TOLERANCE_FILE) -> dict[tuple[str, str, str], T
 TOLERANCES = load_tolerances()
 
 
-def tolerance(component: str, precision: str, output: str) -> Tolerance:
+class ParityError(RuntimeError):
+    """A comparison cannot be made (no tolerance for it, shapes that differ, missing margins)."""
+
+
+def tolerance(component: str, precision: str, output: str, table: dict | None = None) -> Tolerance:
     try:
-        return TOLERANCES[(component, precision, output)]
+        return (TOLERANCES if table is None else table)[(component, precision, output)]
     except KeyError:
-        raise KeyError(f"no tolerance for {component}/{precision}/{output} in {TOLERANCE_FILE.name}") from None
+        raise ParityError(f"no tolerance for {component}/{precision}/{output} in the tolerance table") from None
 
 
-def continuous_tolerance(component: str, precision: str) -> Tolerance:
+def continuous_tolerance(component: str, precision: str, table: dict | None = None) -> Tolerance:
     """The table's first atol/rtol entry for a component: the bar for its intermediate values."""
-    return next(tol for (c, p, _), tol in TOLERANCES.items()
+    return next(tol for (c, p, _), tol in (TOLERANCES if table is None else table).items()
                 if c == component and p == precision and not (tol.exact or tol.decision))
 
 
@@ -128,24 +132,26 @@ def psnr_db(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def compare(component: str, output: str, precision: str, case: str, expected: np.ndarray,
-            actual: np.ndarray, margins: np.ndarray | None = None, scale: np.ndarray | None = None) -> Diff:
-    """Diff actual against expected under the table's tolerance for (component, precision, output).
+            actual: np.ndarray, margins: np.ndarray | None = None, scale: np.ndarray | None = None,
+            table: dict | None = None) -> Diff:
+    """Diff actual against expected under the tolerance for (component, precision, output) in `table`
+    (default: exporters/tolerances.toml).
 
     `scale` (for tolerances with `scale` set) multiplies both sides before measuring.
     """
-    tol = tolerance(component, precision, output)
+    tol = tolerance(component, precision, output, table)
     recorded = _recorder.get()
     if recorded is not None:
         recorded[(component, output, case)] = (expected, actual)
     if expected.shape != actual.shape:
-        raise AssertionError(f"{component}.{output} [{precision}, {case}]: shape {actual.shape}, "
-                             f"NeMo has {expected.shape}")
+        raise ParityError(f"{component}.{output} [{precision}, {case}]: shape {actual.shape}, "
+                          f"NeMo has {expected.shape}")
     if tol.decision:
         return compare_decisions(component, output, precision, case, expected, actual, margins, tol)
     expected64, actual64 = expected.astype(np.float64), actual.astype(np.float64)
     if tol.scale is not None:
         if scale is None:
-            raise ValueError(f"{component}.{output}: tolerance measured in scaled units needs the scale")
+            raise ParityError(f"{component}.{output}: tolerance measured in scaled units needs the scale")
         expected64, actual64 = expected64 * scale, actual64 * scale
     error = np.abs(actual64 - expected64)
     error[~np.isfinite(actual64)] = np.inf
@@ -166,7 +172,7 @@ def compare(component: str, output: str, precision: str, case: str, expected: np
 def compare_decisions(component, output, precision, case, expected, actual, margins, tol) -> Diff:
     """Argmax outputs must agree wherever NeMo's margin is clear; report how many were not."""
     if margins is None:
-        raise ValueError(f"{component}.{output}: a decision comparison needs NeMo's top-1 margins")
+        raise ParityError(f"{component}.{output}: a decision comparison needs NeMo's margins")
     clear = margins > tol.margin
     mismatched = (expected != actual) & clear
     worst = np.unravel_index(int(np.argmax(mismatched)), expected.shape) if expected.size else ()

@@ -1,24 +1,43 @@
 """Parity gates: each component's package against NeMo's own modules on identical inputs.
 
-A gate returns a list of `Diff`s (one per output and case); the tests assert them and the
-`compare` CLI tabulates them, so there is one implementation of every comparison.
+A gate takes a `GateContext` (NeMo's model, the contract, the precision and the tolerance table) and
+returns a list of `Diff`s (one per output and case); the tests assert them and the `compare` CLI
+tabulates them, so there is one implementation of every comparison.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from exporters.contract import Contract
 from exporters.layouts import DEFAULT_LAYOUT
-from exporters.parity.diff import Diff, compare, rank_margins, top1_margin
+from exporters.parity.diff import Diff, ParityError, Tolerance, compare, rank_margins, top1_margin
 from exporters.reference import (decisions_from_logits, nemo_decoder_sequence, nemo_joint_logits, nemo_mel_scale,
                                  nemo_runtime)
 from exporters.runtime import Runtime
 
 DECISION_OUTPUTS = ("token_id", "token_prob", "duration", "top_k_ids", "top_k_logits")
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """What every gate compares against, and under which tolerances."""
+
+    model: object
+    contract: Contract
+    precision: str
+    tolerances: dict[tuple[str, str, str], Tolerance] | None = None  # None: exporters/tolerances.toml
+
+    def compare(self, component: str, output: str, case: str, expected: np.ndarray, actual: np.ndarray,
+                margins: np.ndarray | None = None, scale: np.ndarray | None = None) -> Diff:
+        return compare(component, output, self.precision, case, expected, actual, margins, scale, self.tolerances)
+
+    def reference(self, name: str):
+        return nemo_runtime(self.model, self.contract, name)
 
 
 def valid_encoder_frames(expected: dict, actual: dict) -> None:
@@ -29,27 +48,26 @@ def valid_encoder_frames(expected: dict, actual: dict) -> None:
         actual["encoder"] = actual["encoder"][..., :frames]
 
 
-def audio_gate(name: str, model, contract: Contract, package: Runtime, precision: str, case: str,
-               audio_signal: np.ndarray, audio_length: np.ndarray) -> list[Diff]:
+def audio_gate(gate: GateContext, name: str, package: Runtime, case: str, audio_signal: np.ndarray,
+               audio_length: np.ndarray) -> list[Diff]:
     """preprocessor or mel_encoder: waveform in, compared output by output."""
     inputs = {"audio_signal": audio_signal, "audio_length": audio_length}
-    expected = nemo_runtime(model, contract, name).predict(inputs)
+    expected = gate.reference(name).predict(inputs)
     actual = package.predict(inputs)
     valid_encoder_frames(expected, actual)
-    scale = nemo_mel_scale(model, audio_signal, audio_length) if name == "preprocessor" else None
-    return [compare(name, output, precision, case, expected[output], actual[output], scale=scale)
-            for output in expected]
+    scale = nemo_mel_scale(gate.model, audio_signal, audio_length) if name == "preprocessor" else None
+    return [gate.compare(name, output, case, expected[output], actual[output], scale=scale) for output in expected]
 
 
-def encoder_gate(model, contract: Contract, package: Runtime, precision: str, case: str,
-                 audio_signal: np.ndarray, audio_length: np.ndarray) -> list[Diff]:
+def encoder_gate(gate: GateContext, package: Runtime, case: str, audio_signal: np.ndarray,
+                 audio_length: np.ndarray) -> list[Diff]:
     """encoder on NeMo's own mel features of a clip (window-padded with zeros, as the preprocessor gives)."""
-    mel = contract["encoder"].pick_inputs(nemo_runtime(model, contract, "preprocessor").predict(
+    mel = gate.contract["encoder"].pick_inputs(gate.reference("preprocessor").predict(
         {"audio_signal": audio_signal, "audio_length": audio_length}))
-    expected = nemo_runtime(model, contract, "encoder").predict(mel)
+    expected = gate.reference("encoder").predict(mel)
     actual = package.predict(mel)
     valid_encoder_frames(expected, actual)
-    return [compare("encoder", output, precision, case, expected[output], actual[output]) for output in expected]
+    return [gate.compare("encoder", output, case, expected[output], actual[output]) for output in expected]
 
 
 def chain_decoder(package: Runtime, contract: Contract, tokens, h=None, c=None):
@@ -66,23 +84,22 @@ def chain_decoder(package: Runtime, contract: Contract, tokens, h=None, c=None):
     return np.stack(outputs), h, c
 
 
-def decoder_gate(model, contract: Contract, package: Runtime, precision: str, case: str,
-                 tokens: np.ndarray) -> list[Diff]:
+def decoder_gate(gate: GateContext, package: Runtime, case: str, tokens: np.ndarray) -> list[Diff]:
     """Tokens chained through the package from zero state vs NeMo's prediction network over the sequence."""
-    actual = chain_decoder(package, contract, tokens)
-    expected = nemo_decoder_sequence(model, tokens)
-    return [compare("decoder", output, precision, case, e, a)
+    actual = chain_decoder(package, gate.contract, tokens)
+    expected = nemo_decoder_sequence(gate.model, tokens)
+    return [gate.compare("decoder", output, case, e, a)
             for output, e, a in zip(("decoder", "h_out", "c_out"), expected, actual)]
 
 
-def decoder_state_gate(model, contract: Contract, package: Runtime, precision: str, case: str,
-                       token: int, h: np.ndarray, c: np.ndarray) -> list[Diff]:
+def decoder_state_gate(gate: GateContext, package: Runtime, case: str, token: int, h: np.ndarray,
+                       c: np.ndarray) -> list[Diff]:
     """One step from an arbitrary state: package vs NeMo's predict with that state."""
     inputs = {"targets": np.array([[token]], np.int32), "target_length": np.array([1], np.int32),
               "h_in": h.astype(np.float32), "c_in": c.astype(np.float32)}
-    expected = nemo_runtime(model, contract, "decoder").predict(inputs)
+    expected = gate.reference("decoder").predict(inputs)
     actual = package.predict(inputs)
-    return [compare("decoder", output, precision, case, expected[output], actual[output]) for output in expected]
+    return [gate.compare("decoder", output, case, expected[output], actual[output]) for output in expected]
 
 
 def joint_grid_inputs(model, contract: Contract, audio_signal, audio_length, tokens) -> tuple[np.ndarray, list]:
@@ -95,28 +112,28 @@ def joint_grid_inputs(model, contract: Contract, audio_signal, audio_length, tok
     return encoded, [sequence[u][None, :, None].astype(np.float32) for u in range(len(sequence))]
 
 
-def joint_gate(model, contract: Contract, package: Runtime, precision: str, case: str,
-               encoder: np.ndarray, decoder_steps: list[np.ndarray]) -> list[Diff]:
+def joint_gate(gate: GateContext, package: Runtime, case: str, encoder: np.ndarray,
+               decoder_steps: list[np.ndarray]) -> list[Diff]:
     """Logits on the (T, U) grid; token and duration logits measured separately."""
-    reference = nemo_runtime(model, contract, "joint")
+    reference = gate.reference("joint")
     expected = np.concatenate([reference.predict({"encoder": encoder, "decoder": d})["logits"]
                                for d in decoder_steps], axis=2)
     actual = np.concatenate([package.predict({"encoder": encoder, "decoder": d})["logits"]
                              for d in decoder_steps], axis=2)
-    split = contract.model.num_token_logits
-    return [compare("joint", "token_logits", precision, case, expected[..., :split], actual[..., :split]),
-            compare("joint", "duration_logits", precision, case, expected[..., split:], actual[..., split:])]
+    split = gate.contract.model.num_token_logits
+    return [gate.compare("joint", "token_logits", case, expected[..., :split], actual[..., :split]),
+            gate.compare("joint", "duration_logits", case, expected[..., split:], actual[..., split:])]
 
 
-def joint_decision_gate(name: str, model, contract: Contract, package: Runtime, precision: str, case: str,
-                        encoder: np.ndarray, decoder_steps: list[np.ndarray],
-                        token_bias: np.ndarray | None = None) -> list[Diff]:
+def joint_decision_gate(gate: GateContext, name: str, package: Runtime, case: str, encoder: np.ndarray,
+                        decoder_steps: list[np.ndarray], token_bias: np.ndarray | None = None) -> list[Diff]:
     """token_id, duration and top_k_ids equal NeMo's choices where NeMo's margins are clear; token_prob and
     top_k_logits within tolerance. With `token_bias`, it is fed to the package and added to NeMo's token
     logits before NeMo's choices; without, the package's default applies.
 
     The grid is (T, U); the single-step package is called once per encoder frame.
     """
+    contract = gate.contract
     component = contract[name]
     frames = component.inputs[0].shape[-1]
     split = contract.model.num_token_logits
@@ -127,7 +144,7 @@ def joint_decision_gate(name: str, model, contract: Contract, package: Runtime, 
         for start in range(0, encoder.shape[-1], frames):
             window = encoder[:, :, start:start + frames]
             with torch.no_grad():
-                logits = nemo_joint_logits(model, torch.from_numpy(window), torch.from_numpy(decoder))
+                logits = nemo_joint_logits(gate.model, torch.from_numpy(window), torch.from_numpy(decoder))
             for output, value in zip(DECISION_OUTPUTS, decisions_from_logits(logits, split, contract.top_k, bias)):
                 expected[output].append(value.numpy())
             for output, value in package.predict(component.joint_feed(window, decoder, token_bias)).items():
@@ -137,32 +154,31 @@ def joint_decision_gate(name: str, model, contract: Contract, package: Runtime, 
             margins["duration"].append(top1_margin(logits[..., split:].numpy()))
             margins["top_k_ids"].append(rank_margins(token_logits, contract.top_k))
     joined = {o: np.concatenate(v, axis=1) for o, v in margins.items()}
-    return [compare(name, o, precision, case, np.concatenate(expected[o], axis=1),
-                    np.concatenate(actual[o], axis=1), joined.get(o))
+    return [gate.compare(name, o, case, np.concatenate(expected[o], axis=1), np.concatenate(actual[o], axis=1),
+                         joined.get(o))
             for o in DECISION_OUTPUTS]
 
 
-def clip_gates(model, contract: Contract, open_package, precision: str, case: str, audio_signal: np.ndarray,
-               audio_length: np.ndarray, tokens: np.ndarray, components) -> list[Diff]:
+def clip_gates(gate: GateContext, open_package, case: str, audio_signal: np.ndarray, audio_length: np.ndarray,
+               tokens: np.ndarray, components) -> list[Diff]:
     """Every gate of the given components on one clip and one non-blank token sequence."""
     audio = (audio_signal, audio_length)
-    grid = functools.cache(lambda: joint_grid_inputs(model, contract, *audio, tokens[:3]))
-    blank = np.array([contract.model.blank_id], np.int32)
-    diffs = []
-    for name in components:
-        package = open_package(name)
-        if contract[name].waveform_input:
-            diffs += audio_gate(name, model, contract, package, precision, case, *audio)
-        elif name == "encoder":
-            diffs += encoder_gate(model, contract, package, precision, case, *audio)
-        elif name == "decoder":
-            diffs += decoder_gate(model, contract, package, precision, "non-blank sequence", tokens)
-            diffs += decoder_gate(model, contract, package, precision, "blank start", blank)
-        elif name == "joint":
-            diffs += joint_gate(model, contract, package, precision, case, *grid())
-        else:
-            diffs += joint_decision_gate(name, model, contract, package, precision, case, *grid())
-    return diffs
+    grid = functools.cache(lambda: joint_grid_inputs(gate.model, gate.contract, *audio, tokens[:3]))
+    blank = np.array([gate.contract.model.blank_id], np.int32)
+    gates = {
+        "preprocessor": lambda package: audio_gate(gate, "preprocessor", package, case, *audio),
+        "mel_encoder": lambda package: audio_gate(gate, "mel_encoder", package, case, *audio),
+        "encoder": lambda package: encoder_gate(gate, package, case, *audio),
+        "decoder": lambda package: (decoder_gate(gate, package, "non-blank sequence", tokens)
+                                    + decoder_gate(gate, package, "blank start", blank)),
+        "joint": lambda package: joint_gate(gate, package, case, *grid()),
+        "joint_decision": lambda package: joint_decision_gate(gate, "joint_decision", package, case, *grid()),
+        "joint_decision_single_step": lambda package: joint_decision_gate(gate, "joint_decision_single_step",
+                                                                          package, case, *grid()),
+    }
+    if unknown := [name for name in components if name not in gates]:
+        raise ParityError(f"no parity gate for component {', '.join(map(repr, unknown))}")
+    return [diff for name in components for diff in gates[name](open_package(name))]
 
 
 def default_tokens(contract: Contract) -> np.ndarray:

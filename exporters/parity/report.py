@@ -16,8 +16,8 @@ from exporters.errors import UserError
 from exporters.example_inputs import example_inputs
 from exporters.metadata import read_metadata, tool_versions, weights_sha256, write_metadata
 from exporters.parity import plots
-from exporters.parity.diff import Diff, recording
-from exporters.parity.gates import clip_gates, default_tokens
+from exporters.parity.diff import Diff, ParityError, load_tolerances, recording
+from exporters.parity.gates import GateContext, clip_gates, default_tokens
 from exporters.reference import nemo_runtime
 from exporters.runtime import Runtime, load
 
@@ -97,13 +97,32 @@ def load_recorded_model(metadata: dict):
 
 
 def run_compare(packages_dir: Path, audio_path: Path | None, backend: str | None, runs: int, warmup: int,
-                plots_dir: Path | None) -> CompareReport:
-    """Run every gate for the packages in a directory and record the results in its metadata.json."""
+                plots_dir: Path | None, tolerances_file: Path | None = None) -> CompareReport:
+    """Run every gate for the packages in a directory and record the results in its metadata.json; a
+    comparison that cannot be made is a UserError."""
+    try:
+        return compare_export(packages_dir, audio_path, backend, runs, warmup, plots_dir, tolerances_file)
+    except ParityError as error:
+        raise UserError(str(error)) from error
+
+
+def read_tolerances(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        return load_tolerances(path)
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise UserError(f"cannot read tolerance table {path}: {error}") from None
+
+
+def compare_export(packages_dir: Path, audio_path: Path | None, backend: str | None, runs: int, warmup: int,
+                   plots_dir: Path | None, tolerances_file: Path | None) -> CompareReport:
     from exporters.contract import contract_for_model
 
     metadata = read_metadata(packages_dir)
     model = load_recorded_model(metadata)
-    contract = contract_for_model(model)
+    recorded = metadata["contract"]
+    contract = contract_for_model(model, top_k=recorded["top_k"], layout=recorded["layout"])
     clip = audio_path or DEFAULT_CLIP
     if not Path(clip).is_file():
         raise UserError(f"audio clip not found: {clip}")
@@ -111,9 +130,10 @@ def run_compare(packages_dir: Path, audio_path: Path | None, backend: str | None
     audio_signal, audio_length = fit_window(samples, contract.window_samples)
     opened = {name: load(packages_dir / entry["file"], backend) for name, entry in metadata["packages"].items()}
     precision = metadata["precision"]
+    gate = GateContext(model, contract, precision, read_tolerances(tolerances_file))
     with recording() as arrays:
-        diffs = clip_gates(model, contract, opened.__getitem__, precision, Path(clip).name, audio_signal,
-                           audio_length, default_tokens(contract), list(opened))
+        diffs = clip_gates(gate, opened.__getitem__, Path(clip).name, audio_signal, audio_length,
+                           default_tokens(contract), list(opened))
     report = CompareReport(diffs)
     for name, package in opened.items():
         report.latencies += measure_latency(model, contract, name, package, runs, warmup)

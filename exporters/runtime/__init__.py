@@ -3,8 +3,8 @@
 Backends:
 - `coreml`: coremltools' MLModel with a chosen compute unit (macOS only).
 - `mil`: the project's own numpy executor of the saved MIL program (any OS).
-- `torch`: a torch module (the wrapper or the NeMo module itself) with the same call shape, the
-  reference side of every comparison.
+The reference side (NeMo's modules or our torch wrappers behind the same interface) is
+`exporters.reference.TorchRuntime`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -116,42 +116,3 @@ class CoreMLRuntime:
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.model.predict(inputs)
         return {d.name: np.asarray(outputs[d.name]).astype(d.dtype, copy=False) for d in self.outputs}
-
-
-class TorchRuntime:
-    """A torch callable given the contract's inputs in order, returning its outputs in order."""
-
-    backend = "torch"
-
-    def __init__(self, function: Callable, inputs: tuple[TensorDescription, ...],
-                 outputs: tuple[TensorDescription, ...]):
-        self.function = function
-        self.inputs = inputs
-        self.outputs = outputs
-
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        inputs = with_defaults(inputs, self.inputs)
-        arguments = [torch.from_numpy(np.ascontiguousarray(inputs[d.name])) for d in self.inputs]
-        with torch.no_grad():
-            results = self.function(*arguments)
-        results = results if isinstance(results, (tuple, list)) else (results,)
-        return {d.name: r.detach().cpu().numpy().astype(d.dtype, copy=False)
-                for d, r in zip(self.outputs, results)}
-
-
-def describe(specs) -> tuple[TensorDescription, ...]:
-    """TensorDescriptions for contract TensorSpecs."""
-    from exporters.example_inputs import numpy_dtype
-
-    return tuple(TensorDescription(s.name, s.shape, numpy_dtype(s), s.default) for s in specs)
-
-
-def wrapper_runtime(model, contract, name: str) -> TorchRuntime:
-    """The component's torch wrapper (what gets traced), behind the runtime interface."""
-    from exporters.components import COMPONENTS
-
-    component = contract[name]
-    module = COMPONENTS[name].wrap(model, contract).eval()
-    return TorchRuntime(module, describe(component.inputs), describe(component.outputs))

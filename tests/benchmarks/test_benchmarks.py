@@ -38,13 +38,10 @@ def test_component_on_executor(benchmark, record_run, host, tiny_contract, tiny_
 
 @pytest.mark.parametrize("lock", ["absent", "fed"])
 def test_single_step_with_and_without_lock(benchmark, record_run, host, backend, tiny_contract, tiny_packages,
-                                           precision, lock):
+                                           precision, lock, open_or_skip):
     """Coverage: one single-step joint_decision call with token_bias left out (its default) or fed (a lock)."""
     name = "joint_decision_single_step"
-    try:
-        package = load(tiny_packages / tiny_contract[name].package_name, backend)
-    except BackendUnavailable as reason:
-        pytest.skip(str(reason))
+    package = open_or_skip(tiny_packages / tiny_contract[name].package_name, backend)
     inputs = example_inputs(tiny_contract[name])
     if lock == "absent":
         inputs.pop(TOKEN_BIAS)

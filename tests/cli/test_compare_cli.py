@@ -63,3 +63,26 @@ def test_compare_unknown_backend(export_copy, one_line_error):
     """Coverage: an unknown --backend is one line naming the choices."""
     result = runner.invoke(app, ["compare", "--packages", str(export_copy), "--backend", "npu"])
     one_line_error(result, "unknown backend 'npu'", "choose one of")
+
+
+def test_compare_judges_by_another_tolerance_table(export_copy, tmp_path):
+    """Coverage: `--tolerances` replaces the table: with every continuous bar at zero, the encoder (whose
+    package differs from NeMo by float rounding) fails where the shipped table passes it."""
+    from exporters.parity.diff import TOLERANCE_FILE
+
+    strict = tmp_path / "strict.toml"
+    strict.write_text(TOLERANCE_FILE.read_text().replace("atol = 1e-4, rtol = 1e-3", "atol = 0.0, rtol = 0.0"))
+    result = compare(export_copy, "--tolerances", str(strict))
+    assert result.exit_code == 1, result.output
+    assert any(line.split("│")[1].strip() == "encoder" for line in result.output.splitlines() if "NO" in line)
+
+
+@pytest.mark.parametrize("table, fragment", [("[encoder.fp32]\nencoder = { atol = 1e-4, tight = true }\n",
+                                              "cannot read tolerance table"),
+                                             ("[encoder.fp32]\nencoder = { atol = 1e-4 }\n",
+                                              "no tolerance for preprocessor/fp32/mel")])
+def test_compare_bad_tolerance_table(export_copy, tmp_path, one_line_error, table, fragment):
+    """Coverage: a malformed table, or one missing an output's row, is one error line, not a traceback."""
+    path = tmp_path / "table.toml"
+    path.write_text(table)
+    one_line_error(compare(export_copy, "--tolerances", str(path)), fragment)

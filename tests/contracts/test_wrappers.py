@@ -11,8 +11,7 @@ from exporters.contract import DEFAULT_TOP_K, build_contract
 from exporters.example_inputs import example_inputs
 from exporters.parity.diff import assert_passed, compare
 from exporters.parity.gates import valid_encoder_frames
-from exporters.reference import nemo_mel_scale, nemo_runtime
-from exporters.runtime import wrapper_runtime
+from exporters.reference import nemo_mel_scale, nemo_runtime, wrapper_runtime
 
 EXACT = dict(rtol=0, atol=0)
 

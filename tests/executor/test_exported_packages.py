@@ -8,20 +8,14 @@ import pytest
 from exporters.components import COMPONENTS
 from exporters.example_inputs import example_inputs
 from exporters.parity.diff import assert_passed, compare
-from exporters.runtime import BackendUnavailable, load, wrapper_runtime
+from exporters.reference import wrapper_runtime
 
 WRAPPER_ATOL = 1e-4  # issue #3's bar for fp32 packages vs the traced torch wrapper
 
 
-def open_or_skip(path, backend):
-    try:
-        return load(path, backend)
-    except BackendUnavailable as reason:
-        pytest.skip(str(reason))
-
-
 @pytest.mark.parametrize("name", list(COMPONENTS))
-def test_fp32_package_matches_torch_wrapper(tiny_model, tiny_contract, tiny_packages_fp32, backend, name):
+def test_fp32_package_matches_torch_wrapper(tiny_model, tiny_contract, tiny_packages_fp32, backend, name,
+                                            open_or_skip):
     """Coverage: each tiny fp32 package on the backend vs the torch wrapper it was traced from, atol 1e-4."""
     package = open_or_skip(tiny_packages_fp32 / tiny_contract[name].package_name, backend)
     inputs = example_inputs(tiny_contract[name], seed=21)
@@ -34,7 +28,7 @@ def test_fp32_package_matches_torch_wrapper(tiny_model, tiny_contract, tiny_pack
 
 
 @pytest.mark.parametrize("name", list(COMPONENTS))
-def test_fp16_package_runs_end_to_end(tiny_contract, tiny_packages_fp16, backend, name):
+def test_fp16_package_runs_end_to_end(tiny_contract, tiny_packages_fp16, backend, name, open_or_skip):
     """Coverage: each tiny fp16 package runs with fp32/int32 outputs of the contract's shapes, all finite."""
     package = open_or_skip(tiny_packages_fp16 / tiny_contract[name].package_name, backend)
     outputs = package.predict(example_inputs(tiny_contract[name], seed=22))
@@ -44,7 +38,8 @@ def test_fp16_package_runs_end_to_end(tiny_contract, tiny_packages_fp16, backend
 
 
 @pytest.mark.full
-def test_full_random_encoder_runs_on_backend(full_model, full_contract, full_packages, backend, precision):
+def test_full_random_encoder_runs_on_backend(full_model, full_contract, full_packages, backend, precision,
+                                             open_or_skip):
     """Coverage: the 24-layer full-width encoder package through the backend vs the torch encoder."""
     package = open_or_skip(full_packages / full_contract["encoder"].package_name, backend)
     inputs = example_inputs(full_contract["encoder"], seed=23)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporters.audio import FIXTURE_AUDIO_DIR, fit_window, load_audio
-from exporters.parity.gates import default_tokens
-from exporters.runtime import BackendUnavailable, load
+from exporters.parity.gates import GateContext, default_tokens
 
 CLIPS = {"long_16s_trimmed": "long_16s.wav", "short_4s_padded": "short_4s.wav"}
 
@@ -19,19 +18,22 @@ def clip(request, tiny_contract):
 
 
 @pytest.fixture(scope="session")
-def open_package(backend, tiny_packages, tiny_contract):
+def open_package(backend, tiny_packages, tiny_contract, open_or_skip):
     """Open a tiny package by component name on the selected backend (cached per session)."""
     opened = {}
 
     def open_(name: str):
         if name not in opened:
-            try:
-                opened[name] = load(tiny_packages / tiny_contract[name].package_name, backend)
-            except BackendUnavailable as reason:
-                pytest.skip(str(reason))
+            opened[name] = open_or_skip(tiny_packages / tiny_contract[name].package_name, backend)
         return opened[name]
 
     return open_
+
+
+@pytest.fixture(scope="session")
+def gate(tiny_model, tiny_contract, precision) -> GateContext:
+    """The tiny model, its contract and the parametrized precision, under the tolerance table."""
+    return GateContext(tiny_model, tiny_contract, precision)
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from exporters.parity.diff import assert_passed
-from exporters.parity.gates import clip_gates, default_tokens
-from exporters.runtime import BackendUnavailable, load
+from exporters.parity.gates import GateContext, clip_gates, default_tokens
 
 
-def test_fluidaudio_packages_pass_every_gate(load_subject, backend, precision, clip):
+def test_fluidaudio_packages_pass_every_gate(load_subject, backend, precision, clip, open_or_skip):
     """Coverage: Preprocessor, Encoder, Decoder and JointDecisionv3 of `convert --layout fluidaudio` (tiny)
     against NeMo's modules on each speech clip, under the table's tolerances."""
     case, audio_signal, audio_length = clip
@@ -18,10 +15,7 @@ def test_fluidaudio_packages_pass_every_gate(load_subject, backend, precision, c
     contract = tiny.contract.with_layout("fluidaudio")
 
     def open_package(name):
-        try:
-            return load(export / contract[name].package_name, backend)
-        except BackendUnavailable as reason:
-            pytest.skip(str(reason))
+        return open_or_skip(export / contract[name].package_name, backend)
 
-    assert_passed(clip_gates(tiny.model, contract, open_package, precision, case, audio_signal, audio_length,
-                             default_tokens(contract), list(contract.components)))
+    assert_passed(clip_gates(GateContext(tiny.model, contract, precision), open_package, case, audio_signal,
+                             audio_length, default_tokens(contract), list(contract.components)))

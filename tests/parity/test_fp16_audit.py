@@ -10,7 +10,7 @@ from exporters.example_inputs import example_inputs
 from exporters.export import convert, trace
 from exporters.parity.audit import audit_fp16
 from exporters.parity.diff import assert_passed, continuous_tolerance
-from exporters.parity.gates import audio_gate
+from exporters.parity.gates import GateContext, audio_gate
 from exporters.reference import nemo_runtime
 
 
@@ -60,7 +60,7 @@ def test_shipped_fp16_front_end_passes_gate_on_loud_audio(tiny_model, tiny_contr
     from exporters.runtime import load
 
     package = load(tiny_packages_fp16 / tiny_contract[name].package_name, backend)
-    assert_passed(audio_gate(name, tiny_model, tiny_contract, package, "fp16", "loud bursts", *loud_bursts))
+    assert_passed(audio_gate(GateContext(tiny_model, tiny_contract, "fp16"), name, package, "loud bursts", *loud_bursts))
 
 
 @pytest.mark.parametrize("name", list(COMPONENTS))

@@ -15,20 +15,18 @@ def grid(tiny_model, tiny_contract, clip, non_blank_tokens):
     return (case, *joint_grid_inputs(tiny_model, tiny_contract, audio_signal, audio_length, non_blank_tokens[:3]))
 
 
-def test_joint_parity_on_grid(tiny_model, tiny_contract, open_package, precision, grid):
+def test_joint_parity_on_grid(gate, open_package, grid):
     """Coverage: V+1 token logits and duration logits, measured separately, over T=188 × U=4."""
     case, encoder, decoder_steps = grid
-    assert_passed(joint_gate(tiny_model, tiny_contract, open_package("joint"), precision, case, encoder,
-                             decoder_steps))
+    assert_passed(joint_gate(gate, open_package("joint"), case, encoder, decoder_steps))
 
 
 @pytest.mark.parametrize("name", ["joint_decision", "joint_decision_single_step"])
-def test_joint_decision_parity_on_grid(tiny_model, tiny_contract, open_package, precision, grid, name):
+def test_joint_decision_parity_on_grid(gate, open_package, grid, name):
     """Coverage: token_id/duration/top_k_ids equal NeMo's choices where margins are clear; token_prob and
     top_k_logits within tolerance (token_bias left out: its default applies)."""
     case, encoder, decoder_steps = grid
-    assert_passed(joint_decision_gate(name, tiny_model, tiny_contract, open_package(name), precision, case,
-                                      encoder, decoder_steps))
+    assert_passed(joint_decision_gate(gate, name, open_package(name), case, encoder, decoder_steps))
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +40,9 @@ def lock_bias(tiny_contract):
 
 
 @pytest.mark.parametrize("name", ["joint_decision", "joint_decision_single_step"])
-def test_joint_decision_parity_with_token_bias(tiny_model, tiny_contract, open_package, precision, grid, name,
-                                               lock_bias):
+def test_joint_decision_parity_with_token_bias(gate, open_package, grid, name, lock_bias):
     """Coverage: with a token_bias fed, every choice (token, probability, top-K) equals NeMo's on NeMo's logits
     plus that bias."""
     case, encoder, decoder_steps = grid
-    assert_passed(joint_decision_gate(name, tiny_model, tiny_contract, open_package(name), precision, f"{case} biased",
-                                      encoder, decoder_steps, lock_bias))
+    assert_passed(joint_decision_gate(gate, name, open_package(name), f"{case} biased", encoder, decoder_steps,
+                                      lock_bias))

@@ -11,6 +11,7 @@ import math
 from typing import Callable
 
 import numpy as np
+import torch
 from scipy.special import erf as _erf
 
 KERNELS: dict[str, Callable[..., tuple]] = {}
@@ -457,24 +458,29 @@ def cumsum(x, axis=0, exclusive=False, reverse=False):
 # ---------------------------------------------------------------- linear algebra
 
 
+def _as_torch(*arrays) -> list[torch.Tensor]:
+    """Zero-copy torch views (one common float dtype) of numpy arrays: GEMMs and convolutions run through
+    torch's own CPU kernels, so their speed does not depend on which BLAS numpy was built with."""
+    dtype = np.result_type(*arrays)
+    return [torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)) for a in arrays]
+
+
 @kernel("linear")
 def linear(x, weight, bias=None):
     """x @ weight.T + bias with weight [out, in]."""
-    flat = np.reshape(x, (-1, np.shape(x)[-1]))
-    out = flat @ np.transpose(weight)
-    if bias is not None:
-        out += bias
-    return (out.reshape(np.shape(x)[:-1] + (np.shape(weight)[0],)),)
+    tensors = _as_torch(x, weight, *([] if bias is None else [bias]))
+    return (torch.nn.functional.linear(*tensors).numpy(),)
 
 
 @kernel("matmul")
 def matmul(x, y, transpose_x=False, transpose_y=False):
     """Broadcasting batched matmul, optionally transposing the last two dims of x / y."""
-    if transpose_x and np.ndim(x) > 1:
-        x = np.swapaxes(x, -1, -2)
-    if transpose_y and np.ndim(y) > 1:
-        y = np.swapaxes(y, -1, -2)
-    return (np.matmul(x, y),)
+    x, y = _as_torch(x, y)
+    if transpose_x and x.dim() > 1:
+        x = x.transpose(-1, -2)
+    if transpose_y and y.dim() > 1:
+        y = y.transpose(-1, -2)
+    return (torch.matmul(x, y).numpy(),)
 
 
 @kernel("einsum")
@@ -548,39 +554,25 @@ def _conv_pads(pad_type, pad, in_sizes, kernel_sizes, strides, dilations) -> lis
     return pads
 
 
-def _conv_windows(x, kernel_sizes, strides, dilations):
-    """Strided view [N, C, *out, *kernel] of x's sliding windows (no copy)."""
-    spatial = tuple(range(2, np.ndim(x)))
-    spans = [(k - 1) * d + 1 for k, d in zip(kernel_sizes, dilations)]
-    windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=spatial)
-    out_index = tuple(slice(None, None, s) for s in strides)
-    kernel_index = tuple(slice(None, None, d) for d in dilations)
-    return windows[(slice(None), slice(None)) + out_index + kernel_index]
+_TORCH_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
 
 
 @kernel("conv")
 def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
-    """N-D grouped convolution (x [N, C, *d], weight [C_out, C/groups, *k]) as im2col + GEMM."""
+    """N-D grouped convolution (x [N, C, *d], weight [C_out, C/groups, *k]), through torch's conv kernels."""
     spatial = np.ndim(x) - 2
+    if spatial not in _TORCH_CONV:
+        raise NotImplementedError(f"conv over {spatial} spatial dimensions is not supported")
     kernel_sizes = np.shape(weight)[2:]
     strides = [1] * spatial if strides is None else [int(s) for s in np.ravel(strides)]
     dilations = [1] * spatial if dilations is None else [int(d) for d in np.ravel(dilations)]
     pads = _conv_pads(pad_type, pad, np.shape(x)[2:], kernel_sizes, strides, dilations)
     if any(p != (0, 0) for p in pads):
         x = np.pad(x, [(0, 0), (0, 0)] + pads)
-    windows = _conv_windows(x, kernel_sizes, strides, dilations)
-    batch, channels = np.shape(x)[:2]
-    groups = int(groups)
-    out_sizes = windows.shape[2 : 2 + spatial]
-    # [N, G, Cg, *out, *k] -> [N, G, Cg * prod(k), prod(out)]: one GEMM per (batch, group).
-    grouped = windows.reshape((batch, groups, channels // groups) + windows.shape[2:])
-    order = (0, 1, 2) + tuple(range(3 + spatial, 3 + 2 * spatial)) + tuple(range(3, 3 + spatial))
-    columns = np.ascontiguousarray(grouped.transpose(order)).reshape(batch, groups, -1, math.prod(out_sizes))
-    filters = np.reshape(weight, (groups, np.shape(weight)[0] // groups, -1))
-    out = np.matmul(filters, columns).reshape((batch, np.shape(weight)[0]) + tuple(out_sizes))
-    if bias is not None:
-        out += np.reshape(bias, (-1,) + (1,) * spatial)
-    return (out,)
+    tensors = _as_torch(x, weight, *([] if bias is None else [bias]))
+    out = _TORCH_CONV[spatial](tensors[0], tensors[1], tensors[2] if bias is not None else None, stride=strides,
+                               dilation=dilations, groups=int(groups))
+    return (out.numpy(),)
 
 
 # ---------------------------------------------------------------- recurrent
