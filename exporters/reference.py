@@ -1,8 +1,8 @@
 """NeMo itself as the reference side of every comparison, behind the runtime interface (`TorchRuntime`;
 `wrapper_runtime` puts our own torch wrappers, what gets traced, behind it too).
 
-Each component is computed by calling the NeMo modules directly (not our wrappers), in the
-contract's layout, so the same test code can run a package and NeMo on identical inputs.
+Each component's module declares its reference: the NeMo modules called directly (not our wrappers),
+in the contract's layout, so the same test code can run a package and NeMo on identical inputs.
 
 The reference is NeMo on the user's file: inputs that carry a length (audio, mel) are trimmed to
 their valid prefix before NeMo sees them, as NeMo's transcribe() runs one file alone (batch of 1),
@@ -20,11 +20,9 @@ import numpy as np
 import torch
 
 from exporters.components import COMPONENTS
-from exporters.components.joint import raw_joint_logits
-from exporters.components.preprocessor import normalization_off
+from exporters.components.preprocessor import nemo_feature_stats
 from exporters.contract import Contract
 from exporters.example_inputs import numpy_dtype
-from exporters.inspect_model import encoder_frames, mel_frames
 from exporters.runtime import TensorDescription, with_defaults
 
 
@@ -61,104 +59,9 @@ def wrapper_runtime(model, contract, name: str) -> TorchRuntime:
     return TorchRuntime(module, describe(component.inputs), describe(component.outputs))
 
 
-def trim(signal: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    """The valid prefix of a batch-of-1 window: what the user's file holds."""
-    return signal[..., : int(length[0])]
-
-
-def pad_frames(values: torch.Tensor, frames: int) -> torch.Tensor:
-    """Zero-pad the last (time) axis to `frames`: NeMo's pad value for mel, 'unspecified' for encoder."""
-    return torch.nn.functional.pad(values, (0, frames - values.shape[-1]))
-
-
-def nemo_preprocessor(model):
-    """NeMo's preprocessor on the file alone (audio_signal[:, :audio_length]), padded to the window, and
-    the per-feature statistics its normalization used.
-
-    NeMo raises for files of n_fft / 2 samples or fewer (torch's reflect padding needs more).
-    """
-    def run(audio_signal, audio_length):
-        mel, mel_length = model.preprocessor(input_signal=trim(audio_signal, audio_length),
-                                             length=audio_length.long())
-        mean, std = nemo_feature_stats(model, audio_signal, audio_length)
-        return pad_frames(mel, mel_frames(model, audio_signal.shape[-1])), mel_length.int(), mean, std
-    return run
-
-
-def nemo_feature_stats(model, audio_signal: torch.Tensor, audio_length: torch.Tensor):
-    """NeMo's per-feature normalization mean and divisor (std + 1e-5) on the file, each [1, n_mels, 1]."""
-    from nemo.collections.asr.parts.preprocessing.features import normalize_batch
-
-    featurizer = model.preprocessor.featurizer
-    normalize = featurizer.normalize
-    length = audio_length.long()
-    with torch.no_grad(), normalization_off(featurizer):
-        log_mel, frames = featurizer(trim(audio_signal, length), length)
-    _, mean, std = normalize_batch(log_mel, frames, normalize)
-    return mean.unsqueeze(-1), std.unsqueeze(-1)
-
-
-def nemo_encoder(model):
-    """NeMo's encoder on the unpadded mel (mel[:, :, :mel_length]), padded to the window's frames."""
-    def run(mel, mel_length):
-        encoded, encoded_length = model.encoder(audio_signal=trim(mel, mel_length), length=mel_length.long())
-        return pad_frames(encoded, encoder_frames(model, mel.shape[-1])), encoded_length.int()
-    return run
-
-
 def nemo_mel_scale(model, audio_signal: np.ndarray, audio_length: np.ndarray) -> np.ndarray:
     """NeMo's per-feature normalization divisor (std over valid frames + 1e-5) on the file, [1, n_mels, 1]."""
     return nemo_feature_stats(model, torch.from_numpy(audio_signal), torch.from_numpy(audio_length))[1].numpy()
-
-
-def nemo_mel_encoder(model):
-    """NeMo's preprocessor + encoder on the file alone, padded to the window's encoder frames."""
-    def run(audio_signal, audio_length):
-        encoded, encoded_length = model.forward(input_signal=trim(audio_signal, audio_length),
-                                                input_signal_length=audio_length.long())
-        window_frames = encoder_frames(model, mel_frames(model, audio_signal.shape[-1]))
-        return pad_frames(encoded, window_frames), encoded_length.int()
-    return run
-
-
-def nemo_decoder(model):
-    def run(targets, target_length, h_in, c_in):
-        output, (h_out, c_out) = model.decoder.predict(targets.long(), state=[h_in, c_in], add_sos=False)
-        return output.transpose(1, 2), h_out, c_out
-    return run
-
-
-def nemo_joint_logits(model, encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
-    """NeMo's joint on contract layouts ([1, D, T], [1, H, U]), as raw logits [1, T, U, V+1+K]."""
-    with raw_joint_logits(model.joint) as joint:
-        return joint.joint(encoder.transpose(1, 2), decoder.transpose(1, 2))
-
-
-def nemo_joint(model):
-    def run(encoder, decoder):
-        return nemo_joint_logits(model, encoder, decoder)
-    return run
-
-
-def decisions_from_logits(logits: torch.Tensor, num_token_logits: int, top_k: int,
-                          token_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """NeMo's greedy choices from raw joint logits, with `token_bias` added to the V+1 token logits first:
-    token id, its probability, duration index, and the top-K token ids and logits (best first)."""
-    token_logits = logits[..., :num_token_logits]
-    if token_bias is not None:
-        token_logits = token_logits + token_bias
-    token_id = token_logits.argmax(-1)  # on raw logits, as NeMo decides (softmax can merge near-ties)
-    token_prob = token_logits.softmax(-1).gather(-1, token_id.unsqueeze(-1)).squeeze(-1)
-    duration = logits[..., num_token_logits:].argmax(-1)
-    top_k_logits, top_k_ids = token_logits.topk(top_k, dim=-1)
-    return token_id.int(), token_prob, duration.int(), top_k_ids.int(), top_k_logits
-
-
-def nemo_joint_decision(model, contract: Contract):
-    def run(encoder, decoder, token_bias):
-        return decisions_from_logits(nemo_joint_logits(model, encoder, decoder), contract.model.num_token_logits,
-                                     contract.top_k, token_bias)
-    return run
 
 
 @contextlib.contextmanager
@@ -215,16 +118,12 @@ def word_timestamps_only(model) -> None:
 
 
 def nemo_runtime(model, contract: Contract, name: str) -> TorchRuntime:
-    """NeMo's modules computing one component's outputs from its contract inputs (in eval mode)."""
+    """NeMo's modules computing one component's outputs from its contract inputs (in eval mode): the
+    component's own declared reference."""
     model.eval()
-    functions = {
-        "preprocessor": nemo_preprocessor, "encoder": nemo_encoder, "mel_encoder": nemo_mel_encoder,
-        "decoder": nemo_decoder, "joint": nemo_joint,
-        "joint_decision": lambda m: nemo_joint_decision(m, contract),
-        "joint_decision_single_step": lambda m: nemo_joint_decision(m, contract),
-    }
     component = contract[name]
-    return TorchRuntime(functions[name](model), describe(component.inputs), describe(component.outputs))
+    return TorchRuntime(COMPONENTS[name].reference(model, contract), describe(component.inputs),
+                        describe(component.outputs))
 
 
 def nemo_decoder_sequence(model, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -23,4 +23,13 @@ class DecoderWrapper(torch.nn.Module):
         return output.transpose(1, 2), h_out, c_out
 
 
-DECODER = Component("decoder", wrap=lambda model, contract: DecoderWrapper(model.decoder))
+def nemo_decoder(model, contract=None):
+    """NeMo's prediction network for one step from the given state, in the contract's layout."""
+    def run(targets, target_length, h_in, c_in):
+        output, (h_out, c_out) = model.decoder.predict(targets.long(), state=[h_in, c_in], add_sos=False)
+        return output.transpose(1, 2), h_out, c_out
+    return run
+
+
+DECODER = Component("decoder", wrap=lambda model, contract: DecoderWrapper(model.decoder), reference=nemo_decoder,
+                    gate="decoder", plots={"decoder": "decoder_error_plot"})

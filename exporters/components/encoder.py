@@ -7,8 +7,8 @@ import functools
 
 import torch
 
-from exporters.components.base import Component
-from exporters.inspect_model import subsampled_lengths
+from exporters.components.base import Component, pad_frames, trim
+from exporters.inspect_model import encoder_frames, subsampled_lengths
 
 
 def zero_past(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -71,4 +71,13 @@ class EncoderWrapper(torch.nn.Module):
         return encoded, encoded_length.int()
 
 
-ENCODER = Component("encoder", wrap=lambda model, contract: EncoderWrapper(model.encoder))
+def nemo_encoder(model, contract=None):
+    """NeMo's encoder on the unpadded mel (mel[:, :, :mel_length]), padded to the window's frames."""
+    def run(mel, mel_length):
+        encoded, encoded_length = model.encoder(audio_signal=trim(mel, mel_length), length=mel_length.long())
+        return pad_frames(encoded, encoder_frames(model, mel.shape[-1])), encoded_length.int()
+    return run
+
+
+ENCODER = Component("encoder", wrap=lambda model, contract: EncoderWrapper(model.encoder), reference=nemo_encoder,
+                    gate="encoder", plots={"encoder": "encoder_error_plot"})

@@ -32,4 +32,17 @@ class JointWrapper(torch.nn.Module):
             return joint.joint(encoder.transpose(1, 2), decoder.transpose(1, 2))
 
 
-JOINT = Component("joint", wrap=lambda model, contract: JointWrapper(model.joint))
+def nemo_joint_logits(model, encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
+    """NeMo's joint on contract layouts ([1, D, T], [1, H, U]), as raw logits [1, T, U, V+1+K]."""
+    with raw_joint_logits(model.joint) as joint:
+        return joint.joint(encoder.transpose(1, 2), decoder.transpose(1, 2))
+
+
+def nemo_joint(model, contract=None):
+    def run(encoder, decoder):
+        return nemo_joint_logits(model, encoder, decoder)
+    return run
+
+
+JOINT = Component("joint", wrap=lambda model, contract: JointWrapper(model.joint), reference=nemo_joint, gate="joint",
+                  compared_outputs=("token_logits", "duration_logits"), plots={"token_logits": "joint_agreement_plot"})

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from exporters.components.base import Component
-from exporters.components.joint import JointWrapper
+from exporters.components.joint import JointWrapper, nemo_joint_logits
+from exporters.contract import Contract
 
 
 class JointDecisionWrapper(torch.nn.Module):
@@ -34,6 +35,29 @@ def wrap_joint_decision(model, contract) -> JointDecisionWrapper:
     return JointDecisionWrapper(JointWrapper(model.joint), contract.model.num_token_logits, contract.top_k)
 
 
-JOINT_DECISION = Component("joint_decision", wrap=wrap_joint_decision)
+def decisions_from_logits(logits: torch.Tensor, num_token_logits: int, top_k: int,
+                          token_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """NeMo's greedy choices from raw joint logits, with `token_bias` added to the V+1 token logits first:
+    token id, its probability, duration index, and the top-K token ids and logits (best first)."""
+    token_logits = logits[..., :num_token_logits]
+    if token_bias is not None:
+        token_logits = token_logits + token_bias
+    token_id = token_logits.argmax(-1)  # on raw logits, as NeMo decides (softmax can merge near-ties)
+    token_prob = token_logits.softmax(-1).gather(-1, token_id.unsqueeze(-1)).squeeze(-1)
+    duration = logits[..., num_token_logits:].argmax(-1)
+    top_k_logits, top_k_ids = token_logits.topk(top_k, dim=-1)
+    return token_id.int(), token_prob, duration.int(), top_k_ids.int(), top_k_logits
+
+
+def nemo_joint_decision(model, contract: Contract):
+    def run(encoder, decoder, token_bias):
+        return decisions_from_logits(nemo_joint_logits(model, encoder, decoder), contract.model.num_token_logits,
+                                     contract.top_k, token_bias)
+    return run
+
+
+JOINT_DECISION = Component("joint_decision", wrap=wrap_joint_decision, reference=nemo_joint_decision,
+                           gate="joint_decision")
 # Same graph traced on one encoder frame: the per-step call of a streaming decoding loop.
-JOINT_DECISION_SINGLE_STEP = Component("joint_decision_single_step", wrap=wrap_joint_decision)
+JOINT_DECISION_SINGLE_STEP = Component("joint_decision_single_step", wrap=wrap_joint_decision,
+                                       reference=nemo_joint_decision, gate="joint_decision")

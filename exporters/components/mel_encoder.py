@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from exporters.components.base import Component
+from exporters.components.base import Component, pad_frames, trim
 from exporters.components.encoder import EncoderWrapper
 from exporters.components.preprocessor import PreprocessorWrapper, in_preprocessor
+from exporters.inspect_model import encoder_frames, mel_frames
 
 
 class MelEncoderWrapper(torch.nn.Module):
@@ -22,9 +23,19 @@ class MelEncoderWrapper(torch.nn.Module):
         return self.encoder(mel, mel_length)
 
 
+def nemo_mel_encoder(model, contract=None):
+    """NeMo's preprocessor + encoder on the file alone, padded to the window's encoder frames."""
+    def run(audio_signal, audio_length):
+        encoded, encoded_length = model.forward(input_signal=trim(audio_signal, audio_length),
+                                                input_signal_length=audio_length.long())
+        window_frames = encoder_frames(model, mel_frames(model, audio_signal.shape[-1]))
+        return pad_frames(encoded, window_frames), encoded_length.int()
+    return run
+
+
 MEL_ENCODER = Component(
     "mel_encoder",
     wrap=lambda model, contract: MelEncoderWrapper(PreprocessorWrapper(model.preprocessor),
                                                    EncoderWrapper(model.encoder)),
-    keep_fp32=in_preprocessor,
+    reference=nemo_mel_encoder, gate="audio", keep_fp32=in_preprocessor,
 )

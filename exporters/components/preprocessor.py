@@ -7,7 +7,8 @@ import contextlib
 import numpy as np
 import torch
 
-from exporters.components.base import Component
+from exporters.components.base import Component, pad_frames, trim
+from exporters.inspect_model import mel_frames
 
 
 def exact_dft_basis(n_fft: int, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,5 +158,33 @@ def in_preprocessor(op) -> bool:
     return op.scopes.get(ScopeSource.TORCHSCRIPT_MODULE_NAME, [None])[0] == "preprocessor"
 
 
+def nemo_preprocessor(model, contract=None):
+    """NeMo's preprocessor on the file alone (audio_signal[:, :audio_length]), padded to the window, and
+    the per-feature statistics its normalization used.
+
+    NeMo raises for files of n_fft / 2 samples or fewer (torch's reflect padding needs more).
+    """
+    def run(audio_signal, audio_length):
+        mel, mel_length = model.preprocessor(input_signal=trim(audio_signal, audio_length),
+                                             length=audio_length.long())
+        mean, std = nemo_feature_stats(model, audio_signal, audio_length)
+        return pad_frames(mel, mel_frames(model, audio_signal.shape[-1])), mel_length.int(), mean, std
+    return run
+
+
+def nemo_feature_stats(model, audio_signal: torch.Tensor, audio_length: torch.Tensor):
+    """NeMo's per-feature normalization mean and divisor (std + 1e-5) on the file, each [1, n_mels, 1]."""
+    from nemo.collections.asr.parts.preprocessing.features import normalize_batch
+
+    featurizer = model.preprocessor.featurizer
+    normalize = featurizer.normalize
+    length = audio_length.long()
+    with torch.no_grad(), normalization_off(featurizer):
+        log_mel, frames = featurizer(trim(audio_signal, length), length)
+    _, mean, std = normalize_batch(log_mel, frames, normalize)
+    return mean.unsqueeze(-1), std.unsqueeze(-1)
+
+
 PREPROCESSOR = Component("preprocessor", wrap=lambda model, contract: PreprocessorWrapper(model.preprocessor),
-                         keep_fp32=in_preprocessor)
+                         reference=nemo_preprocessor, gate="audio", keep_fp32=in_preprocessor,
+                         plots={"mel": "mel_plot"})

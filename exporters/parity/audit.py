@@ -14,7 +14,6 @@ import numpy as np
 
 from exporters.runtime.mil import MilExecutor
 
-FP16_MAX = 65504.0
 FP16_SUFFIX = "_cast_fp16"  # coremltools renames the outputs of ops it moves to fp16
 
 
@@ -46,7 +45,7 @@ def audit_fp16(fp32_package: Path, fp16_package: Path, inputs: dict[str, np.ndar
     reference = {e.name: e for e in MilExecutor(fp32_package).trace(inputs).entries}
     audit = Fp16Audit(Path(fp16_package).name)
     for entry in MilExecutor(fp16_package).trace(inputs).entries:
-        if entry.value.dtype == np.float16 and not entry.max_abs <= FP16_MAX:
+        if entry.overflows_fp16:
             audit.overflows.append(OpFinding(entry.name, entry.op_type, entry.max_abs))
         twin = reference.get(entry.name.removesuffix(FP16_SUFFIX))
         if audit.first_divergent or twin is None or twin.value.shape != entry.value.shape:

@@ -7,8 +7,7 @@ tabulates them, so there is one implementation of every comparison.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,8 +15,10 @@ import torch
 from exporters.contract import Contract
 from exporters.layouts import DEFAULT_LAYOUT
 from exporters.parity.diff import Diff, ParityError, Tolerance, compare, rank_margins, top1_margin
-from exporters.reference import (decisions_from_logits, nemo_decoder_sequence, nemo_joint_logits, nemo_mel_scale,
-                                 nemo_runtime)
+from exporters.components import COMPONENTS
+from exporters.components.joint import nemo_joint_logits
+from exporters.components.joint_decision import decisions_from_logits
+from exporters.reference import nemo_decoder_sequence, nemo_mel_scale, nemo_runtime
 from exporters.runtime import Runtime
 
 DECISION_OUTPUTS = ("token_id", "token_prob", "duration", "top_k_ids", "top_k_logits")
@@ -159,26 +160,52 @@ def joint_decision_gate(gate: GateContext, name: str, package: Runtime, case: st
             for o in DECISION_OUTPUTS]
 
 
+@dataclass
+class Clip:
+    """One case every gate of a clip runs on: the audio and a non-blank token sequence."""
+
+    case: str
+    audio_signal: np.ndarray
+    audio_length: np.ndarray
+    tokens: np.ndarray
+    _grid: tuple | None = field(default=None, repr=False)
+
+    @property
+    def audio(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.audio_signal, self.audio_length
+
+    def grid(self, gate: GateContext) -> tuple[np.ndarray, list[np.ndarray]]:
+        """NeMo's encoder frames of the clip and its decoder steps for blank + the first 3 tokens (made once)."""
+        if self._grid is None:
+            self._grid = joint_grid_inputs(gate.model, gate.contract, *self.audio, self.tokens[:3])
+        return self._grid
+
+
+def decoder_gates(gate: GateContext, package: Runtime, clip: Clip) -> list[Diff]:
+    """The token sequence, and blank from zero state (the first call of every decoding)."""
+    blank = np.array([gate.contract.model.blank_id], np.int32)
+    return (decoder_gate(gate, package, "non-blank sequence", clip.tokens)
+            + decoder_gate(gate, package, "blank start", blank))
+
+
+# Gate kind (a component's `gate`) -> how it runs on a clip: (context, component name, package, clip).
+GATES = {
+    "audio": lambda gate, name, package, clip: audio_gate(gate, name, package, clip.case, *clip.audio),
+    "encoder": lambda gate, name, package, clip: encoder_gate(gate, package, clip.case, *clip.audio),
+    "decoder": lambda gate, name, package, clip: decoder_gates(gate, package, clip),
+    "joint": lambda gate, name, package, clip: joint_gate(gate, package, clip.case, *clip.grid(gate)),
+    "joint_decision": lambda gate, name, package, clip: joint_decision_gate(gate, name, package, clip.case,
+                                                                            *clip.grid(gate)),
+}
+
+
 def clip_gates(gate: GateContext, open_package, case: str, audio_signal: np.ndarray, audio_length: np.ndarray,
                tokens: np.ndarray, components) -> list[Diff]:
     """Every gate of the given components on one clip and one non-blank token sequence."""
-    audio = (audio_signal, audio_length)
-    grid = functools.cache(lambda: joint_grid_inputs(gate.model, gate.contract, *audio, tokens[:3]))
-    blank = np.array([gate.contract.model.blank_id], np.int32)
-    gates = {
-        "preprocessor": lambda package: audio_gate(gate, "preprocessor", package, case, *audio),
-        "mel_encoder": lambda package: audio_gate(gate, "mel_encoder", package, case, *audio),
-        "encoder": lambda package: encoder_gate(gate, package, case, *audio),
-        "decoder": lambda package: (decoder_gate(gate, package, "non-blank sequence", tokens)
-                                    + decoder_gate(gate, package, "blank start", blank)),
-        "joint": lambda package: joint_gate(gate, package, case, *grid()),
-        "joint_decision": lambda package: joint_decision_gate(gate, "joint_decision", package, case, *grid()),
-        "joint_decision_single_step": lambda package: joint_decision_gate(gate, "joint_decision_single_step",
-                                                                          package, case, *grid()),
-    }
-    if unknown := [name for name in components if name not in gates]:
+    if unknown := [name for name in components if name not in COMPONENTS]:
         raise ParityError(f"no parity gate for component {', '.join(map(repr, unknown))}")
-    return [diff for name in components for diff in gates[name](open_package(name))]
+    clip = Clip(case, audio_signal, audio_length, tokens)
+    return [diff for name in components for diff in GATES[COMPONENTS[name].gate](gate, name, open_package(name), clip)]
 
 
 def default_tokens(contract: Contract) -> np.ndarray:

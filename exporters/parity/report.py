@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.audio import FIXTURE_AUDIO_DIR, fit_window, load_audio
+from exporters.components import COMPONENTS
 from exporters.contract import Contract
 from exporters.errors import UserError
 from exporters.example_inputs import example_inputs
@@ -74,8 +75,8 @@ def measure_latency(model, contract: Contract, name: str, package: Runtime, runs
 def write_plots(arrays: dict, out_dir: Path) -> list[Path]:
     """One PNG per kind of comparison that was made."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    makers = {("preprocessor", "mel"): plots.mel_plot, ("encoder", "encoder"): plots.encoder_error_plot,
-              ("decoder", "decoder"): plots.decoder_error_plot, ("joint", "token_logits"): plots.joint_agreement_plot}
+    makers = {(name, output): getattr(plots, maker) for name, component in COMPONENTS.items()
+              for output, maker in component.plots.items()}
     written = []
     for (component, output, case), (expected, actual) in arrays.items():
         maker = makers.get((component, output))

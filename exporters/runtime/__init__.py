@@ -67,19 +67,11 @@ def load(path: Path | str, backend: str | None = None, compute_units: str = "CPU
 
 
 def package_io(path: Path) -> tuple[tuple[TensorDescription, ...], tuple[TensorDescription, ...]]:
-    """Inputs and outputs declared in a package's spec, in order."""
-    import coremltools as ct
+    """Inputs and outputs declared in a package's spec, in order (optional inputs with their defaults)."""
+    from exporters.runtime.mil.program import load_package
 
-    from exporters.runtime.mil.program import FEATURE_DTYPES, optional_default
-
-    description = ct.utils.load_spec(str(path)).description
-
-    def read(features) -> tuple[TensorDescription, ...]:
-        return tuple(TensorDescription(f.name, tuple(f.type.multiArrayType.shape),
-                                       FEATURE_DTYPES[f.type.multiArrayType.dataType].type, optional_default(f))
-                     for f in features)
-
-    return read(description.input), read(description.output)
+    package = load_package(Path(path))
+    return tuple(package.inputs), tuple(package.outputs)
 
 
 class MilRuntime:

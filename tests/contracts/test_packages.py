@@ -28,12 +28,13 @@ def program_of(path):
 
 @pytest.mark.parametrize("name", list(COMPONENTS))
 def test_package_io_equals_contract(tiny_packages, tiny_contract, name):
-    """Coverage: names, order, shapes and dtypes of every input and output of every package."""
+    """Coverage: names, order, shapes and dtypes of every input and output of every package, and which inputs
+    are optional with what default (token_bias)."""
     component = tiny_contract[name]
     inputs, outputs = package_io(tiny_packages / component.package_name)
-    expected_in = [(s.name, s.shape, numpy_dtype(s)) for s in component.inputs]
+    expected_in = [(s.name, s.shape, numpy_dtype(s), s.default) for s in component.inputs]
     expected_out = [(s.name, s.shape, numpy_dtype(s)) for s in component.outputs]
-    assert [(d.name, d.shape, d.dtype) for d in inputs] == expected_in
+    assert [(d.name, d.shape, d.dtype, d.default) for d in inputs] == expected_in
     assert [(d.name, d.shape, d.dtype) for d in outputs] == expected_out
 
 

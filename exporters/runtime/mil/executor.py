@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from coremltools.proto import MIL_pb2
 
+from exporters.runtime import TensorDescription
+
 from .ops import KERNELS
 from .program import (
-    TensorSpec,
     UnsupportedOpError,
     ValueDecoder,
     load_package,
@@ -102,8 +103,8 @@ class MilExecutor:
         self.package_path = Path(package_path)
         package = load_package(self.package_path)
         _check_supported(package.main_block)
-        self.inputs: list[TensorSpec] = package.inputs
-        self.outputs: list[TensorSpec] = package.outputs
+        self.inputs: list[TensorDescription] = package.inputs
+        self.outputs: list[TensorDescription] = package.outputs
         self._input_rules = package.input_rules
         self._program_input_dtypes = {value.name: tensor_type(value.type)[0] for value in package.main.inputs}
         self._block_output_names = list(package.main_block.outputs)

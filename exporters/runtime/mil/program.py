@@ -6,11 +6,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from coremltools.proto import MIL_pb2, Model_pb2
 from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
+
+from exporters.runtime import TensorDescription
 
 MODEL_PATH_PREFIX = "@model_path/"
 # coremltools' blob reader method per stored dtype.
@@ -58,15 +60,6 @@ class UnsupportedOpError(Exception):
     """The program contains an op type the executor has no kernel for."""
 
 
-class TensorSpec(NamedTuple):
-    """Name, default shape and dtype of a model input or output; an optional input's fill value."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    default: float | None = None
-
-
 @dataclass(frozen=True)
 class ShapeRule:
     """Which shapes a model input accepts (fixed, enumerated or ranged)."""
@@ -100,8 +93,8 @@ class MilPackage:
     """The parts of a saved mlpackage the executor needs."""
 
     model_file: Path
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    inputs: list[TensorDescription]
+    outputs: list[TensorDescription]
     input_rules: dict[str, ShapeRule]
     main: MIL_pb2.Function
 
@@ -135,9 +128,9 @@ def root_model_file(package_path: Path) -> Path:
     return package_path / "Data" / root["path"]
 
 
-def _feature_spec(feature) -> TensorSpec:
+def _feature_spec(feature) -> TensorDescription:
     array = _array_type(feature)
-    return TensorSpec(feature.name, tuple(int(d) for d in array.shape), FEATURE_DTYPES[array.dataType],
+    return TensorDescription(feature.name, tuple(int(d) for d in array.shape), FEATURE_DTYPES[array.dataType].type,
                       optional_default(feature))
 
 

@@ -1,0 +1,45 @@
+"""Convolution through torch's conv kernels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .linalg import _as_torch
+from .registry import kernel
+
+
+def _conv_pads(pad_type, pad, in_sizes, kernel_sizes, strides, dilations) -> list[tuple[int, int]]:
+    if pad_type == "custom":
+        return [(int(pad[2 * i]), int(pad[2 * i + 1])) for i in range(len(in_sizes))]
+    if pad_type == "valid":
+        return [(0, 0)] * len(in_sizes)
+    pads = []
+    for size, k, s, d in zip(in_sizes, kernel_sizes, strides, dilations):
+        total = max(0, s * math.ceil(size / s) - size + (k - 1) * d + 1 - s)
+        before = total // 2 if pad_type == "same" else (total + 1) // 2
+        pads.append((before, total - before))
+    return pads
+
+
+_TORCH_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+
+
+@kernel("conv")
+def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
+    """N-D grouped convolution (x [N, C, *d], weight [C_out, C/groups, *k]), through torch's conv kernels."""
+    spatial = np.ndim(x) - 2
+    if spatial not in _TORCH_CONV:
+        raise NotImplementedError(f"conv over {spatial} spatial dimensions is not supported")
+    kernel_sizes = np.shape(weight)[2:]
+    strides = [1] * spatial if strides is None else [int(s) for s in np.ravel(strides)]
+    dilations = [1] * spatial if dilations is None else [int(d) for d in np.ravel(dilations)]
+    pads = _conv_pads(pad_type, pad, np.shape(x)[2:], kernel_sizes, strides, dilations)
+    if any(p != (0, 0) for p in pads):
+        x = np.pad(x, [(0, 0), (0, 0)] + pads)
+    tensors = _as_torch(x, weight, *([] if bias is None else [bias]))
+    out = _TORCH_CONV[spatial](tensors[0], tensors[1], tensors[2] if bias is not None else None, stride=strides,
+                               dilation=dilations, groups=int(groups))
+    return (out.numpy(),)

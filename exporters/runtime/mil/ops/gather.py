@@ -1,0 +1,58 @@
+"""Indexing and ordering: gather, scatter-free selection, sort, topk, non_zero."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import CAST_DTYPES, kernel
+
+
+@kernel("gather")
+def gather(x, indices, axis=0, batch_dims=0, validate_indices=False):
+    """x indexed along axis by indices (negative indices wrap); leading batch_dims are shared."""
+    axis = int(axis) % np.ndim(x)
+    batch_dims = int(batch_dims)
+    if batch_dims == 0:
+        return (np.take(x, indices, axis=axis),)
+    batch_shape = np.shape(x)[:batch_dims]
+    flat_x = np.reshape(x, (-1,) + np.shape(x)[batch_dims:])
+    flat_indices = np.reshape(indices, (-1,) + np.shape(indices)[batch_dims:])
+    parts = [np.take(xb, ib, axis=axis - batch_dims) for xb, ib in zip(flat_x, flat_indices)]
+    stacked = np.stack(parts)
+    return (stacked.reshape(batch_shape + stacked.shape[1:]),)
+
+
+@kernel("gather_along_axis")
+def gather_along_axis(x, indices, axis=0, validate_indices=False):
+    """take_along_axis(x, indices, axis) (negative indices wrap)."""
+    return (np.take_along_axis(x, np.asarray(indices, dtype=np.int64), axis=int(axis)),)
+
+
+def _sort_order(x, axis, ascending):
+    keys = x if ascending else -np.asarray(x)
+    return np.argsort(keys, axis=int(axis), kind="stable")
+
+
+@kernel("argsort")
+def argsort(x, axis=-1, ascending=False):
+    """Indices that sort x along axis (descending by default, ties in input order)."""
+    return (_sort_order(x, axis, ascending),)
+
+
+@kernel("topk")
+def topk(x, k=1, axis=-1, ascending=False, sort=True, return_indices=True, output_indices_dtype="int32"):
+    """The k largest (or smallest) values along axis and their indices."""
+    order = np.take(_sort_order(x, axis, ascending), np.arange(int(k)), axis=int(axis))
+    values = np.take_along_axis(x, order, axis=int(axis))
+    return (values, order.astype(CAST_DTYPES[output_indices_dtype])) if return_indices else (values,)
+
+
+@kernel("cumsum")
+def cumsum(x, axis=0, exclusive=False, reverse=False):
+    """Cumulative sum along axis, optionally exclusive and/or from the end."""
+    axis = int(axis)
+    data = np.flip(x, axis) if reverse else x
+    total = np.cumsum(data, axis=axis)
+    if exclusive:
+        total = total - data
+    return (np.flip(total, axis) if reverse else total,)

@@ -1,0 +1,75 @@
+"""Recurrent: lstm (stacked directions, MIL gate order i, f, o, z)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import _sigmoid, kernel
+
+
+_LSTM_ACTIVATIONS = {
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0),
+    "linear": lambda x: x,
+}
+
+
+def _lstm_activation(name: str):
+    if name.lower() not in _LSTM_ACTIVATIONS:
+        raise NotImplementedError(f"lstm activation {name!r} is not supported")
+    return _LSTM_ACTIVATIONS[name.lower()]
+
+
+def _lstm_direction(x, h, c, weight_ih, weight_hh, bias, activations, backward):
+    """One LSTM direction over x [T, B, I]; gates are stacked in MIL order i, f, o, z."""
+    gate, cell, output = activations
+    steps = np.shape(x)[0]
+    projected = np.matmul(x, np.transpose(weight_ih))
+    if bias is not None:
+        projected += bias
+    recurrent = np.transpose(weight_hh)
+    sequence = np.empty(np.shape(x)[:2] + (np.shape(weight_hh)[1],), dtype=np.result_type(projected, h))
+    for t in reversed(range(steps)) if backward else range(steps):
+        i, f, o, z = np.split(projected[t] + h @ recurrent, 4, axis=-1)
+        c = gate(f) * c + gate(i) * cell(z)
+        h = gate(o) * output(c)
+        sequence[t] = h
+    return sequence, h, c
+
+
+@kernel("lstm")
+def lstm(
+    x,
+    initial_h,
+    initial_c,
+    weight_ih,
+    weight_hh,
+    bias=None,
+    peephole=None,
+    weight_ih_back=None,
+    weight_hh_back=None,
+    bias_back=None,
+    peephole_back=None,
+    direction="forward",
+    output_sequence=False,
+    recurrent_activation="sigmoid",
+    cell_activation="tanh",
+    activation="tanh",
+    clip=None,
+):
+    """MIL lstm: returns (all or last hidden [T|1, B, D*H], h_last [B, D*H], c_last [B, D*H])."""
+    if peephole is not None or peephole_back is not None or clip is not None:
+        raise NotImplementedError("lstm with peephole or clip is not supported")
+    activations = tuple(_lstm_activation(a) for a in (recurrent_activation, cell_activation, activation))
+    hidden = np.shape(weight_hh)[1]
+    if direction == "bidirectional":
+        forward = _lstm_direction(x, initial_h[:, :hidden], initial_c[:, :hidden], weight_ih, weight_hh, bias,
+                                  activations, backward=False)
+        backward = _lstm_direction(x, initial_h[:, hidden:], initial_c[:, hidden:], weight_ih_back, weight_hh_back,
+                                   bias_back, activations, backward=True)
+        sequence, h, c = (np.concatenate(pair, axis=-1) for pair in zip(forward, backward))
+    else:
+        sequence, h, c = _lstm_direction(x, initial_h, initial_c, weight_ih, weight_hh, bias, activations,
+                                         backward=direction == "reverse")
+    return (sequence if output_sequence else h[None], h, c)
