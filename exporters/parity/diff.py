@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +86,9 @@ class Diff:
     psnr: float | None = None
     compared: int = 0
     excluded: int = 0
+    # The compared arrays themselves (NeMo's, the package's), for plots; not part of the record.
+    expected: np.ndarray | None = field(default=None, repr=False, compare=False)
+    actual: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         verdict = "ok" if self.passed else "FAIL"
@@ -110,20 +111,6 @@ class Diff:
                 "worst_index": list(self.worst_index), "excluded": self.excluded}
 
 
-_recorder: contextvars.ContextVar[dict | None] = contextvars.ContextVar("parity_recorder", default=None)
-
-
-@contextlib.contextmanager
-def recording():
-    """Collect (expected, actual) arrays of every comparison made inside, keyed by (component, output, case)."""
-    arrays: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
-    token = _recorder.set(arrays)
-    try:
-        yield arrays
-    finally:
-        _recorder.reset(token)
-
-
 def psnr_db(expected: np.ndarray, actual: np.ndarray) -> float:
     """Peak signal-to-noise ratio of actual against expected, peak = max |expected|."""
     noise = float(np.mean((actual.astype(np.float64) - expected) ** 2))
@@ -140,9 +127,6 @@ def compare(component: str, output: str, precision: str, case: str, expected: np
     `scale` (for tolerances with `scale` set) multiplies both sides before measuring.
     """
     tol = tolerance(component, precision, output, table)
-    recorded = _recorder.get()
-    if recorded is not None:
-        recorded[(component, output, case)] = (expected, actual)
     if expected.shape != actual.shape:
         raise ParityError(f"{component}.{output} [{precision}, {case}]: shape {actual.shape}, "
                           f"NeMo has {expected.shape}")
@@ -166,7 +150,7 @@ def compare(component: str, output: str, precision: str, case: str, expected: np
     passed = bool(np.all(error <= allowed)) and (psnr is None or psnr >= tol.psnr_min)
     return Diff(component, output, precision, case, float(error.max(initial=0.0)), max_rel,
                 tuple(int(i) for i in worst), float(expected64[worst]), float(actual64[worst]), tol, passed,
-                psnr, compared=int(error.size))
+                psnr, compared=int(error.size), expected=expected, actual=actual)
 
 
 def compare_decisions(component, output, precision, case, expected, actual, margins, tol) -> Diff:
@@ -179,7 +163,8 @@ def compare_decisions(component, output, precision, case, expected, actual, marg
     mismatches = int(mismatched.sum())
     return Diff(component, output, precision, case, float(mismatches), float(mismatches / max(int(clear.sum()), 1)),
                 tuple(int(i) for i in worst), float(expected[worst]), float(actual[worst]), tol,
-                passed=mismatches == 0, compared=int(clear.sum()), excluded=int((~clear).sum()))
+                passed=mismatches == 0, compared=int(clear.sum()), excluded=int((~clear).sum()),
+                expected=expected, actual=actual)
 
 
 def top1_margin(scores: np.ndarray) -> np.ndarray:

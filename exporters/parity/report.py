@@ -17,7 +17,7 @@ from exporters.errors import UserError
 from exporters.example_inputs import example_inputs
 from exporters.metadata import read_metadata, tool_versions, weights_sha256, write_metadata
 from exporters.parity import plots
-from exporters.parity.diff import Diff, ParityError, load_tolerances, recording
+from exporters.parity.diff import Diff, ParityError, load_tolerances
 from exporters.parity.gates import GateContext, clip_gates, default_tokens
 from exporters.reference import nemo_runtime
 from exporters.runtime import Runtime, load
@@ -72,17 +72,17 @@ def measure_latency(model, contract: Contract, name: str, package: Runtime, runs
     return results
 
 
-def write_plots(arrays: dict, out_dir: Path) -> list[Path]:
-    """One PNG per kind of comparison that was made."""
+def write_plots(diffs: list[Diff], out_dir: Path) -> list[Path]:
+    """One PNG per comparison a component declares a plot for (its `plots`), from the diff's own arrays."""
     out_dir.mkdir(parents=True, exist_ok=True)
     makers = {(name, output): getattr(plots, maker) for name, component in COMPONENTS.items()
               for output, maker in component.plots.items()}
     written = []
-    for (component, output, case), (expected, actual) in arrays.items():
-        maker = makers.get((component, output))
-        if maker is not None:
-            slug = "".join(ch if ch.isalnum() else "_" for ch in case)
-            written.append(maker(expected, actual, out_dir / f"{component}_{output}_{slug}.png"))
+    for diff in diffs:
+        maker = makers.get((diff.component, diff.output))
+        if maker is not None and diff.expected is not None:
+            slug = "".join(ch if ch.isalnum() else "_" for ch in diff.case)
+            written.append(maker(diff.expected, diff.actual, out_dir / f"{diff.component}_{diff.output}_{slug}.png"))
     return written
 
 
@@ -132,14 +132,13 @@ def compare_export(packages_dir: Path, audio_path: Path | None, backend: str | N
     opened = {name: load(packages_dir / entry["file"], backend) for name, entry in metadata["packages"].items()}
     precision = metadata["precision"]
     gate = GateContext(model, contract, precision, read_tolerances(tolerances_file))
-    with recording() as arrays:
-        diffs = clip_gates(gate, opened.__getitem__, Path(clip).name, audio_signal, audio_length,
-                           default_tokens(contract), list(opened))
+    diffs = clip_gates(gate, opened.__getitem__, Path(clip).name, audio_signal, audio_length,
+                       default_tokens(contract), list(opened))
     report = CompareReport(diffs)
     for name, package in opened.items():
         report.latencies += measure_latency(model, contract, name, package, runs, warmup)
     if plots_dir is not None:
-        report.plots = write_plots(arrays, plots_dir)
+        report.plots = write_plots(diffs, plots_dir)
     metadata["parity"] = {
         "backend": next(iter(opened.values())).backend, "precision": precision, "clip": Path(clip).name,
         "clip_sha256": hashlib.sha256(Path(clip).read_bytes()).hexdigest(), "versions": tool_versions(),

@@ -142,8 +142,8 @@ def export_in_child(convert_in_child, model: str, precision: str, output_dir) ->
 def export_cost(benchmark, record_run, host, convert_in_child, model: str, precision: str, tmp_path,
                 session_export=None) -> None:
     """Seconds and peak memory of a fresh `convert` child; in a plain (untimed) pytest run, a model whose
-    session export already ran as such a child (full-random, see conftest.export_with_cli) reports that
-    run's own figures instead of exporting a second time."""
+    session export already ran as such a child (conftest.EXPORTED_BY_CLI) reports that run's own figures
+    instead of exporting a second time."""
     measured = {}
 
     def run():
@@ -167,8 +167,10 @@ def recorded_export_cost(export_dir) -> tuple[float, float]:
 
 
 def test_export_cost_tiny(benchmark, record_run, host, convert_in_child, precision, tiny_packages, tmp_path):
-    """Coverage: seconds and peak memory of exporting all tiny components (child process, every run)."""
-    export_cost(benchmark, record_run, host, convert_in_child, "tiny", precision, tmp_path)
+    """Coverage: seconds and peak memory of exporting all tiny components (a fresh child under
+    --benchmark-only; otherwise the session's own child export)."""
+    export_cost(benchmark, record_run, host, convert_in_child, "tiny", precision, tmp_path,
+                session_export=tiny_packages)
 
 
 @pytest.mark.full

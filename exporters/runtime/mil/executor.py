@@ -36,6 +36,10 @@ class OpExecutionError(RuntimeError):
     """A kernel failed; the message names the op."""
 
 
+class InvalidProgramError(RuntimeError):
+    """The saved program is not valid MIL (Core ML refuses to load such a model); the message says why."""
+
+
 @dataclass(frozen=True)
 class TraceEntry:
     """One op output recorded by `MilExecutor.trace`, in its declared dtype."""
@@ -108,8 +112,10 @@ class MilExecutor:
         self._input_rules = package.input_rules
         self._program_input_dtypes = {value.name: tensor_type(value.type)[0] for value in package.main.inputs}
         self._block_output_names = list(package.main_block.outputs)
+        _check_interface(package)
         compiler = _Compiler(ValueDecoder(package.model_file))
         self._block = compiler.block(package.main_block, tuple(self._program_input_dtypes))
+        _check_defined_before_use(self._block, frozenset())
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Model outputs by name, in the dtypes of the model description."""
@@ -153,7 +159,8 @@ def _check_supported(block: MIL_pb2.Block) -> None:
 
 
 def _check_op(op: MIL_pb2.Operation) -> None:
-    """Raise UnsupportedOpError unless a kernel exists for the op type and accepts all its inputs."""
+    """Raise UnsupportedOpError unless a kernel exists for the op type and accepts all its inputs, and
+    InvalidProgramError if the op lacks an input its type requires."""
     if op.type in CONTROL_FLOW_OPS:
         return
     if op.type not in KERNELS:
@@ -162,6 +169,37 @@ def _check_op(op: MIL_pb2.Operation) -> None:
     unknown = sorted(set(op.inputs) - set(accepted))
     if unknown:
         raise UnsupportedOpError(f"op type {op.type!r} (op {op_name(op)!r}) has unsupported inputs {unknown}")
+    required = [name for name, parameter in accepted.items() if parameter.default is inspect.Parameter.empty]
+    if missing := sorted(set(required) - set(op.inputs)):
+        raise InvalidProgramError(f"op {op_name(op)!r} ({op.type}) lacks its required input {missing[0]!r}")
+
+
+def _check_interface(package) -> None:
+    """The model description's inputs are the function's, and its outputs are among the block's."""
+    function_inputs = {value.name for value in package.main.inputs}
+    described = {spec.name for spec in package.inputs}
+    if described != function_inputs:
+        raise InvalidProgramError(f"the model declares inputs {sorted(described)} but its main function takes "
+                                  f"{sorted(function_inputs)}")
+    if missing := sorted({spec.name for spec in package.outputs} - set(package.main_block.outputs)):
+        raise InvalidProgramError(f"the model declares output {missing[0]!r}, which its main function does not return")
+
+
+def _check_defined_before_use(block: _Block, visible: frozenset[str]) -> None:
+    """Every name an op reads is an input, a const or an earlier op's output (in this block or around it),
+    and every block output is defined."""
+    defined = set(visible) | set(block.inputs)
+    for step in block.steps:
+        for nested in step.blocks:
+            _check_defined_before_use(nested, frozenset(defined))
+        direct = {name for _, name in step.var_args}
+        direct |= {ref for _, refs in step.tuple_args for is_var, ref in refs if is_var}
+        if undefined := sorted(direct - defined):
+            raise InvalidProgramError(f"op {step.op_name!r} ({step.op_type}) reads {undefined[0]!r}, which no input, "
+                                      "const or earlier op defines")
+        defined |= {name for name, _ in step.outputs}
+    if undefined := sorted({ref for is_var, ref in block.outputs if is_var} - defined):
+        raise InvalidProgramError(f"the block returns {undefined[0]!r}, which nothing defines")
 
 
 class _Compiler:

@@ -1,4 +1,4 @@
-"""Indexing and ordering: gather, scatter-free selection, sort, topk, non_zero."""
+"""Indexing and ordering: gather, gather_along_axis, argsort, topk, cumsum."""
 
 from __future__ import annotations
 

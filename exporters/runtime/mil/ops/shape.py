@@ -1,4 +1,4 @@
-"""Shape and layout ops (reshape, transpose, concat, slice, pad, …) and tensor creation."""
+"""Shape and layout ops (reshape, transpose, concat, slice, pad, non_zero, …) and tensor creation (fill, range_1d)."""
 
 from __future__ import annotations
 
