@@ -103,6 +103,7 @@ def interrupt(signum, frame) -> None:
 def run_convert(model_source: str, output_dir: Path, precision: str, components: str,
                 compute_units: str, author: str | None, layout: str = "default", top_k: int = DEFAULT_TOP_K) -> None:
     from exporters.checkpoints import check_source
+    from exporters.contract import check_top_k
     from exporters.layouts import layout_named
 
     kind = check_source(model_source)  # before torch and NeMo load: a bad source fails in a moment
@@ -111,8 +112,7 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
 
     settings = ExportSettings(precision, parse_components(components), compute_units, author)
     settings.validate(chosen)
-    if top_k < 1:
-        raise UserError(f"top-k {top_k} out of range: choose at least 1")
+    check_top_k(top_k)
     check_output_dir(output_dir)
     quiet_libraries()
     from exporters.checkpoints import load_model
@@ -296,14 +296,14 @@ def lint(
     target: str = typer.Option(DEFAULT_TARGET, help="Deployment target the packages must match (e.g. iOS17)."),
 ) -> None:
     """Check every package statically for Neural Engine and Core ML problems; exit 1 on any error."""
-    from exporters.lint import lint_export
+    from exporters.lint import lint_export, severity_counts
 
     try:
         findings = lint_export(packages, target)
     except (UserError, OSError) as error:
         fail(str(error))
     print_findings(findings)
-    if errors := sum(f.severity == ERROR for package_findings in findings.values() for f in package_findings):
+    if errors := severity_counts(findings)[ERROR]:
         console.print(f"[bold red]lint found {errors} error(s)[/]")
         raise typer.Exit(code=1)
 

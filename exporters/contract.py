@@ -107,7 +107,7 @@ class Contract:
     encoder_frames: int
     components: dict[str, ComponentContract] = field(default_factory=dict)
     top_k: int = DEFAULT_TOP_K
-    layout: Layout = None
+    layout: Layout = field(default_factory=lambda: layout_named(DEFAULT_LAYOUT))
 
     def __getitem__(self, name: str) -> ComponentContract:
         try:
@@ -200,9 +200,11 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
     return Contract(spec, samples, mel_frames, encoder_frames, chosen_components, top_k, chosen)
 
 
-def check_top_k(top_k: int, num_token_logits: int) -> None:
-    if not 1 <= top_k <= num_token_logits:
-        raise UserError(f"top-k {top_k} out of range: choose 1 to {num_token_logits} (the V + 1 token logits)")
+def check_top_k(top_k: int, num_token_logits: int | None = None) -> None:
+    """K between 1 and the V + 1 token logits (before the model is loaded, V is not known: only K >= 1)."""
+    if top_k < 1 or (num_token_logits is not None and top_k > num_token_logits):
+        bound = "at least 1" if num_token_logits is None else f"1 to {num_token_logits} (the V + 1 token logits)"
+        raise UserError(f"top-k {top_k} out of range: choose {bound}")
 
 
 def contract_for_model(model, window_seconds: float = WINDOW_SECONDS, top_k: int = DEFAULT_TOP_K,

@@ -18,16 +18,17 @@ from pathlib import Path
 
 from exporters.errors import UserError
 
+
 @dataclass(frozen=True)
 class Layout:
     name: str
-    components: tuple[str, ...] | None = None  # None: every component of the contract
-    package_stems: dict[str, str] = field(default_factory=dict)  # component → file stem (default parakeet_<name>)
+    # component → file stem of the packages it holds; empty: every component, as parakeet_<name>
+    package_stems: dict[str, str] = field(default_factory=dict)
     vocabulary_file: str | None = None  # a {"id": "piece"} JSON map of the tokenizer, beside the packages
     folder_name: str | None = None  # the directory name the runtime looks for
 
     def has(self, component: str) -> bool:
-        return self.components is None or component in self.components
+        return not self.package_stems or component in self.package_stems
 
 
 DEFAULT_LAYOUT = "default"
@@ -35,9 +36,8 @@ FLUIDAUDIO_FOLDER = "parakeet-tdt-0.6b-v3"
 LAYOUTS = {
     DEFAULT_LAYOUT: Layout(DEFAULT_LAYOUT),
     "fluidaudio": Layout(
-        "fluidaudio", ("preprocessor", "encoder", "decoder", "joint_decision_single_step"),
-        {"preprocessor": "Preprocessor", "encoder": "Encoder", "decoder": "Decoder",
-         "joint_decision_single_step": "JointDecisionv3"},
+        "fluidaudio", {"preprocessor": "Preprocessor", "encoder": "Encoder", "decoder": "Decoder",
+                       "joint_decision_single_step": "JointDecisionv3"},
         vocabulary_file="parakeet_vocab.json", folder_name=FLUIDAUDIO_FOLDER),
 }
 

@@ -21,14 +21,7 @@ class JointDecisionWrapper(torch.nn.Module):
         self.top_k = top_k
 
     def forward(self, encoder: torch.Tensor, decoder: torch.Tensor, token_bias: torch.Tensor):
-        logits = self.joint(encoder, decoder)
-        token_logits = logits[..., : self.num_token_logits] + token_bias
-        duration_logits = logits[..., self.num_token_logits:]
-        token_id = token_logits.argmax(dim=-1, keepdim=True)
-        token_prob = token_logits.softmax(dim=-1).gather(-1, token_id)
-        duration = duration_logits.argmax(dim=-1)
-        top_k_logits, top_k_ids = token_logits.topk(self.top_k, dim=-1)
-        return token_id.squeeze(-1).int(), token_prob.squeeze(-1), duration.int(), top_k_ids.int(), top_k_logits
+        return decisions_from_logits(self.joint(encoder, decoder), self.num_token_logits, self.top_k, token_bias)
 
 
 def wrap_joint_decision(model, contract) -> JointDecisionWrapper:
@@ -38,7 +31,8 @@ def wrap_joint_decision(model, contract) -> JointDecisionWrapper:
 def decisions_from_logits(logits: torch.Tensor, num_token_logits: int, top_k: int,
                           token_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """NeMo's greedy choices from raw joint logits, with `token_bias` added to the V+1 token logits first:
-    token id, its probability, duration index, and the top-K token ids and logits (best first)."""
+    token id, its probability, duration index, and the top-K token ids and logits (best first). The
+    package's graph (JointDecisionWrapper) and the reference on NeMo's logits both decide with it."""
     token_logits = logits[..., :num_token_logits]
     if token_bias is not None:
         token_logits = token_logits + token_bias

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from exporters.contract import Contract
-from exporters.layouts import DEFAULT_LAYOUT
 from exporters.parity.diff import Diff, ParityError, Tolerance, compare, rank_margins, top1_margin
 from exporters.components import COMPONENTS
 from exporters.components.joint import nemo_joint_logits
@@ -105,12 +104,12 @@ def decoder_state_gate(gate: GateContext, package: Runtime, case: str, token: in
 
 def joint_grid_inputs(model, contract: Contract, audio_signal, audio_length, tokens) -> tuple[np.ndarray, list]:
     """NeMo's encoder output for a clip and NeMo's decoder outputs for blank + tokens (the U axis)."""
-    every_component = contract.with_layout(DEFAULT_LAYOUT)  # NeMo's mel_encoder, whichever packages exist
-    encoded = nemo_runtime(model, every_component, "mel_encoder").predict(
-        {"audio_signal": audio_signal, "audio_length": audio_length})["encoder"]
+    with torch.no_grad():
+        encoded, _ = COMPONENTS["mel_encoder"].reference(model.eval(), contract)(
+            torch.from_numpy(audio_signal), torch.from_numpy(audio_length))
     blank = contract.model.blank_id
     sequence, _, _ = nemo_decoder_sequence(model, np.array([blank, *tokens]))
-    return encoded, [sequence[u][None, :, None].astype(np.float32) for u in range(len(sequence))]
+    return encoded.numpy(), [sequence[u][None, :, None].astype(np.float32) for u in range(len(sequence))]
 
 
 def joint_gate(gate: GateContext, package: Runtime, case: str, encoder: np.ndarray,

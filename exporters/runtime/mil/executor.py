@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from coremltools.proto import MIL_pb2
 
-from exporters.runtime import TensorDescription
+from exporters.runtime import TensorDescription, with_defaults
 
 from .ops import KERNELS
 from .program import (
@@ -136,12 +136,12 @@ class MilExecutor:
 
     def _bind_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         expected = [spec.name for spec in self.inputs]
-        required = {spec.name for spec in self.inputs if spec.default is None}
-        if not required <= set(inputs) <= set(expected):
+        inputs = with_defaults(inputs, self.inputs)
+        if set(inputs) != set(expected):
             raise ValueError(f"inputs {sorted(inputs)} do not match the model inputs {expected}")
         env = {}
         for spec in self.inputs:
-            array = np.asarray(inputs[spec.name]) if spec.name in inputs else np.full(spec.shape, spec.default)
+            array = np.asarray(inputs[spec.name])
             rule = self._input_rules[spec.name]
             if not rule.allows(array.shape):
                 raise ValueError(f"input {spec.name!r} has shape {array.shape}, the model accepts {rule.describe()}")
