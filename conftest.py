@@ -7,6 +7,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,13 +30,16 @@ EXPORTERS = Path(__file__).parent / "exporters"
 # The code that shapes an export directory's bytes (packages and metadata.json); runtime, decoding,
 # parity and CLI code do not, so changing them reuses the cached exports.
 EXPORTER_SOURCES = sorted([*EXPORTERS.joinpath("components").rglob("*.py"),
-                           *(EXPORTERS / name for name in ("checkpoints.py", "contract.py", "example_inputs.py",
+                           *(EXPORTERS / name for name in ("checkpoints.py", "compression.py", "contract.py",
+                                                           "example_inputs.py",
                                                            "export.py", "inspect_model.py", "layouts.py",
                                                            "memory.py", "metadata.py"))])
 TEST_AUTHOR = "parakeet-coreml tests"
 # Models whose session exports run `convert` in a child process, so their export time and memory are the
 # export's own (the export-cost benchmarks reuse them in plain runs instead of exporting again).
 EXPORTED_BY_CLI = {"tiny", "full-random"}
+# Compressed exports hold what greedy decoding in "joint" mode needs (the compressed encoder included).
+COMPRESSED_EXPORT = ("preprocessor", "encoder", "mel_encoder", "decoder", "joint")
 
 # Fuzzing depth: "ci" keeps the whole suite quick; HYPOTHESIS_PROFILE=nightly digs deeper.
 COMMON_HYPOTHESIS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -103,6 +107,14 @@ class Subject:
             self.exports[(precision, layout)] = cached_export(self, precision, layout)
         return self.exports[(precision, layout)]
 
+    def compressed(self, precision: str, variant: str, components: tuple[str, ...] = COMPRESSED_EXPORT) -> Path:
+        """An export whose encoder and mel_encoder are compressed by `variant` (`mixed`: by the plan the
+        mixed search makes for this model), holding `components` only."""
+        key = (precision, variant, components)
+        if key not in self.exports:
+            self.exports[key] = cached_compressed_export(self, precision, variant, components)
+        return self.exports[key]
+
 
 @functools.cache
 def subject(source: str) -> Subject:
@@ -148,14 +160,63 @@ def cached_export(model_under_test: Subject, precision: str, layout: str = "defa
     target = exports / f"{prefix}{export_cache_key(model_under_test.weights_sha, precision, layout, by_cli)}"
     if (target / "metadata.json").exists():
         return target
-    for stale in exports.glob(f"{prefix}*"):  # full-width exports take gigabytes each
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_exports(exports, prefix)  # full-width exports take gigabytes each
     if by_cli:
         export_with_cli(name, precision, target, "--layout", layout)
     else:
         export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha,
                         target, ExportSettings(precision=precision, author=TEST_AUTHOR))
     return target
+
+
+def remove_stale_exports(exports: Path, prefix: str) -> None:
+    """Delete older exports of exactly this prefix (prefix + a 16-hex key: "tiny-fp16-" never matches
+    "tiny-fp16-int8-…")."""
+    for stale in exports.glob(f"{prefix}*"):
+        if re.fullmatch(re.escape(prefix) + "[0-9a-f]{16}", stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def cached_compressed_export(model_under_test: Subject, precision: str, variant: str,
+                             components: tuple[str, ...]) -> Path:
+    """A compressed export, made in-process once per (model, precision, variant, components, code, tools)."""
+    from exporters.checkpoints import cache_dir
+    from exporters.compression import CompressionSettings
+    from exporters.export import ExportSettings, export_packages
+
+    name = model_under_test.source
+    plan = mixed_plan(model_under_test, precision) if variant == "mixed" else None
+    exports = cache_dir() / "exports"
+    prefix = f"{name}-{precision}-{variant}-"
+    layout = f"compressed:{variant}:{','.join(components)}:{sorted((plan or {}).items())}"
+    target = exports / f"{prefix}{export_cache_key(model_under_test.weights_sha, precision, layout, False)}"
+    if (target / "metadata.json").exists():
+        return target
+    remove_stale_exports(exports, prefix)
+    settings = ExportSettings(precision=precision, components=components, author=TEST_AUTHOR,
+                              compression=CompressionSettings(variant, plan=plan))
+    export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha, target,
+                    settings)
+    return target
+
+
+def mixed_plan(model_under_test: Subject, precision: str) -> dict[str, str]:
+    """The mixed search's plan for a trained model (calibrated on its even-indexed held-out clips), made
+    once per weights, precision, exporter and search code."""
+    import json
+
+    from exporters.checkpoints import cache_dir
+    from exporters.mixed import calibration_clips, search_mixed_plan, write_plan
+
+    search_code = hashlib.sha256((EXPORTERS / "mixed.py").read_bytes()).hexdigest()[:12]
+    key = export_cache_key(model_under_test.weights_sha, precision, f"mixed-plan:{search_code}", False)
+    path = cache_dir() / "plans" / f"{model_under_test.source}-{precision}-{key}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clips, names = calibration_clips(model_under_test.source, None, model_under_test.contract.model.sample_rate)
+        plan, sizes = search_mixed_plan(model_under_test.model, model_under_test.contract, precision, clips, names)
+        write_plan(path, plan, sizes, model_under_test.source, model_under_test.weights_sha, precision)
+    return json.loads(path.read_text())["weights"]
 
 
 def export_with_cli(source: str, precision: str, target: Path, *options: str) -> None:
@@ -250,6 +311,60 @@ def perturb_largest_weight(package_dir: Path, factor: float = 1.05) -> str:
     return name
 
 
+def scale_compressed_weight(package_dir: Path, factor: float = 4.0) -> str:
+    """Scale the quantization scale (or palette) of the largest compressed weight of a package by
+    `factor`, where it is stored (weight.bin or the spec); returns the op's output name. A silently
+    damaged compressed export: what the variant's tolerance row must catch."""
+    import struct
+
+    import numpy as np
+    from coremltools.proto import MIL_pb2, Model_pb2
+
+    from exporters.runtime.mil.program import root_model_file
+
+    model_file = root_model_file(Path(package_dir))
+    spec = Model_pb2.Model()
+    spec.ParseFromString(model_file.read_bytes())
+    function = spec.mlProgram.functions["main"]
+    operations = function.block_specializations[function.opset].operations
+    consts = {op.outputs[0].name: op.attributes["val"] for op in operations if op.type == "const"}
+
+    def stored(op, name):
+        """The Value proto holding input `name` of a constexpr op (an attribute in iOS16, a const in iOS18)."""
+        if name in op.attributes:
+            return op.attributes[name]
+        if name not in op.inputs:
+            return None
+        binding = op.inputs[name].arguments[0]
+        return binding.value if binding.WhichOneof("binding") == "value" else consts[binding.name]
+
+    def size(op) -> int:
+        return int(np.prod([d.constant.size for d in op.outputs[0].type.tensorType.dimensions]))
+
+    target = max((op for op in operations if op.type.startswith("constexpr_")), key=size)
+    value = stored(target, "scale") or stored(target, "lut")
+    dtype = np.float16 if value.type.tensorType.dataType == MIL_pb2.FLOAT16 else np.float32
+    if value.WhichOneof("value") == "blobFileValue":
+        weights = next(Path(package_dir).rglob("weight.bin"))
+        with open(weights, "r+b") as handle:
+            handle.seek(value.blobFileValue.offset)
+            _, _, byte_count, data_offset = struct.unpack("<IIQQ", handle.read(24))
+            handle.seek(data_offset)
+            scaled = (np.frombuffer(handle.read(byte_count), dtype) * factor).astype(dtype)
+            handle.seek(data_offset)
+            handle.write(scaled.tobytes())
+    else:
+        tensor = value.immediateValue.tensor
+        if tensor.WhichOneof("value") == "bytes":
+            tensor.bytes.values = (np.frombuffer(tensor.bytes.values, dtype) * factor).astype(dtype).tobytes()
+        else:
+            values = [v * factor for v in tensor.floats.values]
+            del tensor.floats.values[:]
+            tensor.floats.values.extend(values)
+        model_file.write_bytes(spec.SerializeToString())
+    return target.outputs[0].name
+
+
 def reseal(export_dir: Path) -> None:
     """Re-record every package checksum in metadata.json: an export that is consistent but drifted, as a
     conversion regression would produce (what the parity gates, not the checksums, must catch)."""
@@ -268,6 +383,12 @@ def reseal(export_dir: Path) -> None:
 def perturb_package():
     """perturb_largest_weight(package_dir): one weight tensor of a package copy scaled by 5%."""
     return perturb_largest_weight
+
+
+@pytest.fixture
+def damage_compressed_weight():
+    """scale_compressed_weight(package_dir, factor=4.0): a compressed weight's scale or palette scaled."""
+    return scale_compressed_weight
 
 
 @pytest.fixture

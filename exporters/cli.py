@@ -19,6 +19,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 from exporters.checkpoints import DEFAULT_HF_ID  # noqa: E402
+from exporters.compression import DEFAULT_COMPRESSED, VARIANTS  # noqa: E402
 from exporters.contract import DEFAULT_TOP_K  # noqa: E402
 from exporters.decoding.chunking import Chunking  # noqa: E402
 from exporters.decoding.transcriber import JOINT_MODES  # noqa: E402
@@ -81,6 +82,12 @@ def convert(
     layout: str = typer.Option("default", help="default (seven parakeet_*.mlpackage) or fluidaudio (the four "
                                                "packages and vocabulary FluidAudio's v3 loader opens)."),
     top_k: int = typer.Option(DEFAULT_TOP_K, help="K of the top_k_ids / top_k_logits outputs of joint_decision."),
+    compress: str = typer.Option("none", callback=one_of("compression", tuple(VARIANTS)),
+                                 help=f"Weight compression: {', '.join(VARIANTS)}."),
+    compress_components: str = typer.Option(",".join(DEFAULT_COMPRESSED),
+                                            help="Comma-separated components --compress applies to."),
+    mixed_plan: Optional[Path] = typer.Option(None, help="Per-weight formats for --compress mixed (JSON written "
+                                                         "by `parakeet-coreml search-mixed`)."),
 ) -> None:
     """Export the components of a Parakeet-TDT model for a fixed 15 s window.
 
@@ -90,7 +97,11 @@ def convert(
     """
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        run_convert(model, output_dir, precision, components, compute_units, author, layout, top_k)
+        from exporters.compression import CompressionSettings, read_plan
+
+        compression = CompressionSettings(compress, parse_components(compress_components) or DEFAULT_COMPRESSED,
+                                          read_plan(mixed_plan) if mixed_plan else None)
+        run_convert(model, output_dir, precision, components, compute_units, author, layout, top_k, compression)
     except UserError as error:
         fail(str(error))
 
@@ -101,7 +112,8 @@ def interrupt(signum, frame) -> None:
 
 
 def run_convert(model_source: str, output_dir: Path, precision: str, components: str,
-                compute_units: str, author: str | None, layout: str = "default", top_k: int = DEFAULT_TOP_K) -> None:
+                compute_units: str, author: str | None, layout: str = "default", top_k: int = DEFAULT_TOP_K,
+                compression=None) -> None:
     from exporters.checkpoints import check_source
     from exporters.contract import check_top_k
     from exporters.layouts import layout_named
@@ -110,7 +122,8 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
     chosen = layout_named(layout)
     from exporters.export import ExportSettings, check_output_dir, export_packages
 
-    settings = ExportSettings(precision, parse_components(components), compute_units, author)
+    settings = ExportSettings(precision, parse_components(components), compute_units, author,
+                              *(() if compression is None else (compression,)))
     settings.validate(chosen)
     check_top_k(top_k)
     check_output_dir(output_dir)
@@ -136,10 +149,11 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
     results = export_packages(model, contract, model_source, weights_sha256(model), output_dir, settings,
                               on_progress)
     table = Table(title=f"exported to {output_dir}")
-    for column in ("component", "precision", "size (MB)", "seconds", "compute units"):
+    for column in ("component", "precision", "compression", "target", "size (MB)", "seconds", "compute units"):
         table.add_column(column)
     for r in results:
-        table.add_row(r.component, r.precision, f"{r.size_bytes / 1e6:.2f}", f"{r.seconds:.1f}", r.compute_units)
+        table.add_row(r.component, r.precision, r.compression or "none", r.deployment_target,
+                      f"{r.size_bytes / 1e6:.2f}", f"{r.seconds:.1f}", r.compute_units)
     Console(width=160).print(table)
     if chosen.folder_name and Path(output_dir).resolve().name != chosen.folder_name:
         console.print(f"note: {chosen.name} looks for these files in a folder named {chosen.folder_name}",
@@ -288,6 +302,83 @@ def transcribe_many(transcriber, files: list[Path]) -> bool:
 
 
 SEVERITY_STYLES = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}
+
+
+@app.command("search-mixed")
+def search_mixed(
+    model: str = typer.Option(..., help="load_model source: 'digits', 'sentences', a .nemo path, …"),
+    output: Path = typer.Option(..., help="Plan file to write (JSON), for convert --compress mixed --mixed-plan."),
+    precision: str = typer.Option("fp16", callback=one_of("precision", ("fp32", "fp16")),
+                                  help="Precision the plan's packages will be exported at."),
+    calibration: Optional[Path] = typer.Option(None, help="NeMo manifest of calibration audio (default: the "
+                                                          "even-indexed held-out clips of a trained model)."),
+) -> None:
+    """Per encoder weight, the smallest of palette4/palette6/palette8/int8 whose decisions agree with NeMo
+    on the calibration audio."""
+    try:
+        quiet_libraries()
+        from exporters.checkpoints import check_source, load_model
+        from exporters.contract import contract_for_model
+        from exporters.metadata import weights_sha256
+        from exporters.mixed import calibration_clips, search_mixed_plan, write_plan
+
+        kind = check_source(model)
+        nemo_model = load_model(model, kind)
+        contract = contract_for_model(nemo_model)
+        clips, names = calibration_clips(model, calibration, contract.model.sample_rate)
+        with console.status("searching"):
+            plan, sizes = search_mixed_plan(nemo_model, contract, precision, clips, names)
+        write_plan(output, plan, sizes, model, weights_sha256(nemo_model), precision)
+    except UserError as error:
+        fail(str(error))
+    console.print(f"wrote {output}: {plan.mean_bits(sizes):.2f} bits per weight over {len(sizes)} weights, "
+                  f"{plan.trials} trials, {plan.rounds} combination rounds", highlight=False)
+
+
+@app.command()
+def evaluate(
+    packages: Optional[Path] = typer.Option(None, help="Export directory to evaluate."),
+    model: Optional[str] = typer.Option(None, help="Evaluate NeMo itself instead: a load_model source "
+                                                   "('digits', 'sentences', a .nemo path, …)."),
+    manifest: Optional[Path] = typer.Option(None, help="NeMo JSON-lines manifest with audio_filepath and text "
+                                                       "(default: the trained model's held-out set)."),
+    report: Optional[Path] = typer.Option(None, help="Also write the JSON report to this file."),
+    backend: Optional[str] = typer.Option(None, callback=one_of("backend", BACKENDS),
+                                          help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
+    joint_mode: Optional[str] = typer.Option(None, callback=one_of("joint mode", JOINT_MODES),
+                                             help="joint, joint_decision or single_step."),
+    right_context: bool = typer.Option(False, help="Also count decisions before each clip's middle that change "
+                                                   "when only the audio after it changes (packages and NeMo)."),
+) -> None:
+    """WER/CER (jiwer, one normalizer), agreement with NeMo's decisions, RTFx and package bytes on a
+    manifest: JSON report on stdout, a table on stderr."""
+    import json
+
+    try:
+        if (packages is None) == (model is None):
+            raise UserError("pass exactly one of --packages (an export) or --model (NeMo itself)")
+        quiet_libraries()
+        from exporters.evaluate import evaluate_nemo, evaluate_packages, summary_rows
+        from exporters.runtime import BackendUnavailable
+
+        try:
+            result = evaluate_packages(packages, manifest, backend, joint_mode, right_context=right_context) \
+                if packages is not None \
+                else evaluate_nemo(model, manifest, right_context=right_context)
+        except BackendUnavailable as error:
+            raise UserError(str(error)) from error
+    except UserError as error:
+        fail(str(error))
+    document = json.dumps(result.to_dict(), indent=2)
+    if report is not None:
+        report.write_text(document + "\n")
+    typer.echo(document)
+    table = Table(title=f"{result.system} on {result.manifest}")
+    table.add_column("measure")
+    table.add_column("value")
+    for row in summary_rows(result):
+        table.add_row(*row)
+    console.print(table)
 
 
 @app.command()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from exporters.components import COMPONENTS
+from exporters.compression import COMPRESSIBLE, CompressionSettings, compress
 from exporters.contract import ComponentContract, Contract, TensorSpec
 from exporters.errors import UserError
 from exporters.layouts import DEFAULT_LAYOUT, LAYOUTS, Layout, write_vocabulary
@@ -39,8 +40,10 @@ class ExportSettings:
     components: tuple[str, ...] | None = None  # None: every package of the layout
     compute_units: str = AUTO_COMPUTE_UNITS
     author: str | None = None
+    compression: CompressionSettings = CompressionSettings()
 
     def validate(self, layout: Layout = LAYOUTS[DEFAULT_LAYOUT]) -> None:
+        self.compression.validate()
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         offered = [name for name in COMPONENTS if layout.has(name)]
@@ -48,6 +51,8 @@ class ExportSettings:
         if unknown or self.components == ():
             raise UserError(f"unknown component {', '.join(unknown) or '(none given)'} in the {layout.name} layout; "
                             f"choose from {', '.join(offered)}")
+        if stray := [name for name in self.compression.components if name not in COMPRESSIBLE]:
+            raise UserError(f"cannot compress {', '.join(stray)}; choose from {', '.join(COMPRESSIBLE)}")
         if self.compute_units not in (AUTO_COMPUTE_UNITS, *COMPUTE_UNITS):
             raise UserError(f"unknown compute units {self.compute_units!r}; "
                             f"choose one of {', '.join((AUTO_COMPUTE_UNITS, *COMPUTE_UNITS))}")
@@ -66,6 +71,8 @@ class ExportResult:
     seconds: float
     size_bytes: int
     compute_units: str
+    deployment_target: str = "iOS17"
+    compression: str | None = None
 
 
 def trace(model, contract: Contract, name: str) -> torch.jit.ScriptModule:
@@ -77,7 +84,7 @@ def trace(model, contract: Contract, name: str) -> torch.jit.ScriptModule:
 
 
 def convert(traced: torch.jit.ScriptModule, component: ComponentContract, precision: str,
-            keep_fp32: Callable | None = None):
+            keep_fp32: Callable | None = None, target: str = "iOS17"):
     """ct.convert with the contract's names, shapes and dtypes; I/O stays fp32/int32 at any precision."""
     import coremltools as ct
 
@@ -90,7 +97,7 @@ def convert(traced: torch.jit.ScriptModule, component: ComponentContract, precis
         inputs=[coreml_input(s) for s in component.inputs],
         outputs=[ct.TensorType(name=s.name, dtype=numpy_dtype(s)) for s in component.outputs],
         convert_to="mlprogram",
-        minimum_deployment_target=ct.target.iOS17,
+        minimum_deployment_target=getattr(ct.target, target),
         compute_precision=compute_precision,
         skip_model_load=True,
     )
@@ -115,13 +122,18 @@ def export_component(model, contract: Contract, name: str, settings: ExportSetti
     started = time.perf_counter()
     component = contract[name]
     traced = trace(model, contract, name)
-    mlmodel = convert(traced, component, settings.precision, COMPONENTS[name].keep_fp32)
+    target = settings.compression.minimum_target(name)
+    mlmodel = convert(traced, component, settings.precision, COMPONENTS[name].keep_fp32, target)
+    compressed = settings.compression.applies_to(name)
+    if compressed:
+        mlmodel = compress(mlmodel, settings.compression)
     if settings.author:
         mlmodel.author = settings.author
     path = directory / component.package_name
     mlmodel.save(str(path))
     return ExportResult(name, component.package_name, settings.precision, time.perf_counter() - started,
-                        directory_size(path), settings.recommended_compute_units(component))
+                        directory_size(path), settings.recommended_compute_units(component), target,
+                        settings.compression.variant if compressed else None)
 
 
 def directory_size(path: Path) -> int:
@@ -152,6 +164,7 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
         write_metadata(staging, build_metadata(
             contract=contract, source=source, model_checksum=model_checksum,
             precision=settings.precision, tokenizer_file=TOKENIZER_FILE,
+            compression=settings.compression.to_dict(),
             packages={r.component: package_entry(r, contract, staging) for r in results},
             author=settings.author or default_author(),
         ))
@@ -165,6 +178,7 @@ def package_entry(result: ExportResult, contract: Contract, directory: Path) -> 
     return {"file": result.package, "sha256": package_sha256(directory / result.package),
             "size_bytes": result.size_bytes, "export_seconds": round(result.seconds, 3),
             "recommended_compute_units": result.compute_units,
+            "deployment_target": result.deployment_target, "compression": result.compression,
             "waveform_input": contract[result.component].waveform_input}
 
 

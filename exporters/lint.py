@@ -53,6 +53,10 @@ RULE_RANK = "rank"
 RULE_SPEC_VERSION = "spec-version"
 RULE_UNREADABLE = "unreadable"
 RULE_COMPUTE_UNITS = "compute-units"
+RULE_COMPRESSION = "compression-layout"
+# per_grouped_channel palettes: coremltools' palettization performance guide reports runtime slowing as
+# a tensor's LUT count grows, and recommends groups of 8 or 16 channels.
+MIN_PALETTE_GROUP = 8
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,13 @@ class Program:
         if producer is None or producer.type != "const":
             return None
         return self.values.decode(producer.attributes["val"])
+
+    def input_type(self, op: MIL_pb2.Operation, argument: str) -> MIL_pb2.ValueType | None:
+        """The type of an op argument, bound inline or by name."""
+        if argument not in op.inputs:
+            return None
+        binding = op.inputs[argument].arguments[0]
+        return binding.value.type if binding.WhichOneof("binding") == "value" else self.var_types.get(binding.name)
 
     def input_var(self, op: MIL_pb2.Operation, argument: str) -> str | None:
         if argument not in op.inputs:
@@ -200,6 +211,38 @@ def check_fallback_ops(program: Program) -> Iterator[Finding]:
             yield program.finding(INFO, RULE_NO_ANE_KERNEL, op,
                                   f"no Neural Engine kernel ({NO_NEURAL_ENGINE_KERNEL[op.type]}): runs on CPU/GPU, "
                                   f"splitting the model across devices")
+
+
+def check_compression(program: Program) -> Iterator[Finding]:
+    """Compressed-weight layouts known to fail or slow down on the Neural Engine.
+
+    - error: constexpr_blockwise_shift_scale over float data (what palettization with a per-channel
+      scale emits): the Neural Engine's load-time lowering expects quantized integers and fails
+      verification (apple/coremltools#2688, macOS 26); CPU and GPU run it.
+    - warning: per-grouped-channel palettes with fewer than MIN_PALETTE_GROUP channels per LUT.
+    - info: block-wise quantization (iOS18), whose documented latency gains are on the GPU.
+    """
+    for op in program.ops:
+        if op.type == "constexpr_blockwise_shift_scale":
+            data = program.input_type(op, "data")
+            if data is not None and dtype_of(data) is not None and dtype_of(data).kind == "f":
+                yield program.finding(ERROR, RULE_COMPRESSION, op,
+                                      "block-wise scale over float data (a per-channel-scaled palette): the Neural "
+                                      "Engine fails to load it (apple/coremltools#2688); fold the scale into the LUT")
+            else:
+                yield program.finding(INFO, RULE_COMPRESSION, op,
+                                      "block-wise quantized weight: coremltools documents its latency gains on the "
+                                      "GPU; check the compute plan before relying on the Neural Engine")
+        elif op.type == "constexpr_lut_to_dense" and "shape" not in op.inputs and "shape" not in op.attributes:
+            indices, lut = program.input_type(op, "indices"), program.input_type(op, "lut")
+            if indices is None or lut is None:
+                continue
+            group = min((size // count for size, count in zip(known_dims(indices), known_dims(lut)) if count > 1),
+                        default=None)
+            if group is not None and group < MIN_PALETTE_GROUP:
+                yield program.finding(WARNING, RULE_COMPRESSION, op,
+                                      f"a palette per {group} channels: runtime slows as LUTs multiply (coremltools "
+                                      f"recommends groups of {MIN_PALETTE_GROUP} or 16)")
 
 
 def gathered_rows(program: Program, op: MIL_pb2.Operation) -> int | None:
@@ -332,7 +375,7 @@ def lint_package(path: Path, target: str = DEFAULT_TARGET) -> list[Finding]:
         program = read_program(path)
         return [*check_dimensions(program), *check_flexible_inputs(program), *check_fallback_ops(program),
                 *check_gather_indices(program), *check_fp16_constants(program), *check_fp32_ops(program),
-                *check_ranks(program), *check_spec_version(program, target)]
+                *check_ranks(program), *check_spec_version(program, target), *check_compression(program)]
     except (OSError, ValueError, KeyError, DecodeError, WeightFileError) as error:
         return [Finding(path.name, ERROR, RULE_UNREADABLE, None, f"cannot read package: {error}")]
 

@@ -18,7 +18,9 @@ from exporters.memory import process_peak_rss_mb
 # 2: every package entry carries a content sha256; the preprocessor returns its feature statistics.
 # 3: joint_decision returns top-K ids and logits and takes an optional token_bias; the contract records
 #    top_k and the layout.
-SCHEMA_VERSION = 3
+# 4: the weight compression (variant, components, mixed plan) and each package's deployment target and
+#    compression.
+SCHEMA_VERSION = 4
 FILENAME = "metadata.json"
 PACKAGE_SUFFIX = ".mlpackage"
 
@@ -62,7 +64,7 @@ def tool_versions() -> dict[str, str]:
 
 
 def build_metadata(*, contract: Contract, source: str, model_checksum: str, precision: str,
-                   packages: dict[str, dict], tokenizer_file: str, author: str) -> dict:
+                   packages: dict[str, dict], tokenizer_file: str, author: str, compression: dict) -> dict:
     """The whole metadata.json document for one export run."""
     spec = contract.model
     return {
@@ -76,6 +78,7 @@ def build_metadata(*, contract: Contract, source: str, model_checksum: str, prec
         "max_symbols_per_step": spec.max_symbols_per_step,
         "tokenizer": tokenizer_file,
         "precision": precision,
+        "compression": compression,
         "contract": contract.to_dict(),
         "packages": packages,
         "provenance": {

@@ -64,6 +64,18 @@ def nemo_mel_scale(model, audio_signal: np.ndarray, audio_length: np.ndarray) ->
     return nemo_feature_stats(model, torch.from_numpy(audio_signal), torch.from_numpy(audio_length))[1].numpy()
 
 
+# Below this per-feature std (log-mel units) the normalized features are near-constant: silence-level
+# input, where float rounding in the STFT is magnified by 1 / std (see tolerances.toml, mel_encoder).
+CONDITIONED_STD = 0.1
+
+
+def nemo_front_end_conditioning(model, audio_signal: np.ndarray, audio_length: np.ndarray) -> np.ndarray:
+    """min(1, smallest normalization divisor / CONDITIONED_STD) on the file: 1 for speech, smaller where
+    per-feature normalization divides by a near-zero std."""
+    std = nemo_mel_scale(model, audio_signal, audio_length)
+    return np.minimum(1.0, np.nanmin(std) / CONDITIONED_STD).reshape(1, 1, 1)
+
+
 @contextlib.contextmanager
 def nemo_token_bias(model, token_bias: np.ndarray):
     """NeMo's own decoding with `token_bias` added to the V + 1 token logits of every joint call: what a
@@ -99,10 +111,12 @@ def nemo_transcribe(model, paths: list[str], **options) -> list:
 
 
 def hypothesis_decisions(hypothesis) -> tuple[list[int], list[int], list[int]]:
-    """Token ids, frames and durations of a NeMo transcribe(timestamps=True) hypothesis (as Transcript.decisions)."""
+    """Token ids, frames and durations of a NeMo hypothesis (as Transcript.decisions), whether or not
+    timestamps were asked for (transcribe(timestamps=True) makes `timestamp` a dict)."""
     # An empty hypothesis holds plain lists where a non-empty one holds tensors.
+    frames = hypothesis.timestamp["timestep"] if isinstance(hypothesis.timestamp, dict) else hypothesis.timestamp
     return tuple(np.asarray(values).astype(int).tolist() for values in
-                 (hypothesis.y_sequence, hypothesis.timestamp["timestep"], hypothesis.token_duration))
+                 (hypothesis.y_sequence, frames, hypothesis.token_duration))
 
 
 def word_timestamps_only(model) -> None:
@@ -173,3 +187,30 @@ def nemo_transcribe_window(model, audio_signal: np.ndarray, audio_length: np.nda
         hypotheses = model.decoding.rnnt_decoder_predictions_tensor(encoded, encoded_length, return_hypotheses=True)
     return process_timestamp_outputs(hypotheses, model.encoder.subsampling_factor,
                                      model.cfg.preprocessor.window_stride)[0]
+
+
+class NemoGreedy:
+    """NeMo's own greedy decisions (token ids, frames, durations) on in-memory clips, each decoded alone:
+    its preprocessor, encoder and `rnnt_decoder_predictions_tensor`, what transcribe() runs per file."""
+
+    def __init__(self, model, clips: list[np.ndarray]):
+        self.model = model.eval()
+        self.clips = clips
+
+    def encode(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        outputs = []
+        with torch.no_grad():
+            for clip in self.clips:
+                signal = torch.from_numpy(np.asarray(clip, np.float32)[None].copy())
+                mel, mel_length = self.model.preprocessor(input_signal=signal, length=torch.tensor([len(clip)]))
+                outputs.append(self.model.encoder(audio_signal=mel, length=mel_length))
+        return outputs
+
+    def decide(self, encoded=None) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        results = []
+        with torch.no_grad():
+            for output, length in encoded if encoded is not None else self.encode():
+                (hypothesis,) = self.model.decoding.rnnt_decoder_predictions_tensor(output, length,
+                                                                                    return_hypotheses=True)
+                results.append(tuple(tuple(values) for values in hypothesis_decisions(hypothesis)))
+        return results

@@ -28,19 +28,29 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 
 def manifest_files(manifest: Path) -> list[Path]:
+    return [audio for audio, _ in read_manifest(manifest)]
+
+
+def read_manifest(manifest: Path, need_text: bool = False) -> list[tuple[Path, str | None]]:
+    """(audio path, reference text or None) per line of a NeMo JSON-lines manifest; relative audio paths
+    count from the manifest's folder."""
     if not manifest.is_file():
         raise UserError(f"manifest not found: {manifest}")
-    files = []
+    entries = []
     for number, line in enumerate(manifest.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
             audio = Path(entry["audio_filepath"])
+            text = entry["text"] if need_text else entry.get("text")
         except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise UserError(f"{manifest}:{number}: not a NeMo manifest line with audio_filepath ({error})") from None
-        files.append(audio if audio.is_absolute() else manifest.parent / audio)
-    return files
+            wanted = "audio_filepath and text" if need_text else "audio_filepath"
+            raise UserError(f"{manifest}:{number}: not a NeMo manifest line with {wanted} ({error!r})") from None
+        entries.append((audio if audio.is_absolute() else manifest.parent / audio, text))
+    if not entries:
+        raise UserError(f"{manifest} lists no audio")
+    return entries
 
 
 def file_record(transcriber, path: Path) -> dict:

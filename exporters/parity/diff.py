@@ -26,7 +26,9 @@ class Tolerance:
     decision: bool = False
     margin: float = 0.0
     psnr_min: float | None = None
-    # "per_feature_std": errors are measured after multiplying by NeMo's normalization divisor.
+    # Both sides are multiplied by a per-clip scale before measuring. "per_feature_std": NeMo's
+    # normalization divisor (log-mel units); "front_end_conditioning": 1 for speech, below 1 for
+    # silence-level clips (exporters.reference.nemo_front_end_conditioning).
     scale: str | None = None
 
     def describe(self) -> str:
@@ -35,7 +37,8 @@ class Tolerance:
         if self.decision:
             return f"argmax where margin>{self.margin:g}"
         psnr = f", psnr≥{self.psnr_min:g}dB" if self.psnr_min is not None else ""
-        scale = " in log-mel units" if self.scale else ""
+        scale = {None: "", "per_feature_std": " in log-mel units",
+                 "front_end_conditioning": " × front-end conditioning"}[self.scale]
         return f"atol={self.atol:g} rtol={self.rtol:g}{psnr}{scale}"
 
 

@@ -13,14 +13,16 @@ import numpy as np
 import torch
 
 from exporters.contract import Contract
-from exporters.parity.diff import Diff, ParityError, Tolerance, compare, rank_margins, top1_margin
+from exporters.parity.diff import Diff, ParityError, Tolerance, compare, rank_margins, tolerance, top1_margin
 from exporters.components import COMPONENTS
 from exporters.components.joint import nemo_joint_logits
 from exporters.components.joint_decision import decisions_from_logits
-from exporters.reference import nemo_decoder_sequence, nemo_mel_scale, nemo_runtime
+from exporters.reference import nemo_decoder_sequence, nemo_front_end_conditioning, nemo_mel_scale, nemo_runtime
 from exporters.runtime import Runtime
 
 DECISION_OUTPUTS = ("token_id", "token_prob", "duration", "top_k_ids", "top_k_logits")
+# How each tolerance `scale` kind is computed from NeMo on the clip.
+AUDIO_SCALES = {"per_feature_std": nemo_mel_scale, "front_end_conditioning": nemo_front_end_conditioning}
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,26 @@ class GateContext:
     contract: Contract
     precision: str
     tolerances: dict[tuple[str, str, str], Tolerance] | None = None  # None: exporters/tolerances.toml
+    compressed: dict[str, str] = field(default_factory=dict)  # component -> compression variant
+
+    def row(self, component: str) -> str:
+        """The tolerance row a component is judged by: its compression variant if compressed (one row set
+        for both precisions), else its precision."""
+        return self.compressed.get(component) or self.precision
 
     def compare(self, component: str, output: str, case: str, expected: np.ndarray, actual: np.ndarray,
                 margins: np.ndarray | None = None, scale: np.ndarray | None = None) -> Diff:
-        return compare(component, output, self.precision, case, expected, actual, margins, scale, self.tolerances)
+        return compare(component, output, self.row(component), case, expected, actual, margins, scale,
+                       self.tolerances)
 
     def reference(self, name: str):
         return nemo_runtime(self.model, self.contract, name)
+
+    def audio_scale(self, component: str, output: str, audio_signal: np.ndarray,
+                    audio_length: np.ndarray) -> np.ndarray | None:
+        """The scale a waveform-input output's tolerance is measured in (None if unscaled)."""
+        kind = tolerance(component, self.row(component), output, self.tolerances).scale
+        return None if kind is None else AUDIO_SCALES[kind](self.model, audio_signal, audio_length)
 
 
 def valid_encoder_frames(expected: dict, actual: dict) -> None:
@@ -55,8 +70,8 @@ def audio_gate(gate: GateContext, name: str, package: Runtime, case: str, audio_
     expected = gate.reference(name).predict(inputs)
     actual = package.predict(inputs)
     valid_encoder_frames(expected, actual)
-    scale = nemo_mel_scale(gate.model, audio_signal, audio_length) if name == "preprocessor" else None
-    return [gate.compare(name, output, case, expected[output], actual[output], scale=scale) for output in expected]
+    return [gate.compare(name, output, case, expected[output], actual[output],
+                         scale=gate.audio_scale(name, output, audio_signal, audio_length)) for output in expected]
 
 
 def encoder_gate(gate: GateContext, package: Runtime, case: str, audio_signal: np.ndarray,

@@ -107,6 +107,11 @@ def run_compare(packages_dir: Path, audio_path: Path | None, backend: str | None
         raise UserError(str(error)) from error
 
 
+def compressed_components(metadata: dict) -> dict[str, str]:
+    """component -> compression variant, for the packages of an export that were compressed."""
+    return {name: entry["compression"] for name, entry in metadata["packages"].items() if entry.get("compression")}
+
+
 def read_tolerances(path: Path | None) -> dict | None:
     if path is None:
         return None
@@ -131,7 +136,7 @@ def compare_export(packages_dir: Path, audio_path: Path | None, backend: str | N
     audio_signal, audio_length = fit_window(samples, contract.window_samples)
     opened = {name: load(packages_dir / entry["file"], backend) for name, entry in metadata["packages"].items()}
     precision = metadata["precision"]
-    gate = GateContext(model, contract, precision, read_tolerances(tolerances_file))
+    gate = GateContext(model, contract, precision, read_tolerances(tolerances_file), compressed_components(metadata))
     diffs = clip_gates(gate, opened.__getitem__, Path(clip).name, audio_signal, audio_length,
                        default_tokens(contract), list(opened))
     report = CompareReport(diffs)

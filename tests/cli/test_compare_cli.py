@@ -86,3 +86,15 @@ def test_compare_bad_tolerance_table(export_copy, tmp_path, one_line_error, tabl
     path = tmp_path / "table.toml"
     path.write_text(table)
     one_line_error(compare(export_copy, "--tolerances", str(path)), fragment)
+
+
+def test_compare_judges_a_compressed_export_by_its_variant_rows(tmp_path, load_subject):
+    """Coverage: on a palette6 export, compare reads the compression from metadata.json and judges the
+    compressed components by the palette6 rows (a damaged palette fails them: tests/parity/test_compressed.py)."""
+    tiny = load_subject("tiny")
+    packages = shutil.copytree(tiny.compressed("fp16", "palette6", ("encoder", "mel_encoder")), tmp_path / "export")
+    result = compare(packages)
+    assert result.exit_code == 0, result.output
+    diffs = json.loads((packages / "metadata.json").read_text())["parity"]["diffs"]
+    assert {d["precision"] for d in diffs} == {"palette6"}
+    assert all("psnr≥30dB" in d["tolerance"] for d in diffs if d["output"] == "encoder")

@@ -85,9 +85,14 @@ def test_nemo_archive_missing_a_member(tmp_path, member, one_line_error):
     ("--compute-units", "NPU", "unknown compute units 'NPU'"),
     ("--layout", "coreml-tools", "unknown layout 'coreml-tools'"),
     ("--top-k", "0", "top-k 0 out of range"),
+    ("--compress", "int3", "unknown compression 'int3'"),
+    ("--compress-components", "preprocessor", "cannot compress preprocessor"),
+    ("--compress", "mixed", "--compress mixed needs a plan"),
+    ("--mixed-plan", "/nonexistent/plan.json", "cannot read mixed plan"),
 ])
 def test_unknown_settings(tmp_path, option, value, fragment, one_line_error):
-    """Coverage: unknown component, precision, compute units or layout, or K < 1, fail before any work."""
+    """Coverage: unknown component, precision, compute units, layout or compression, K < 1, components that
+    cannot be compressed, mixed without a readable plan: each fails before any work."""
     one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), option, value), fragment)
     assert leftovers(tmp_path) == []
 

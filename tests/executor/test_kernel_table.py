@@ -232,6 +232,7 @@ def test_every_kernel_has_a_direct_test():
     test_converted_modules.py (kernels run from a saved MIL program)."""
     here = Path(__file__).parent
     sources = "".join((here / name).read_text() for name in
-                      ("test_kernel_table.py", "test_kernels.py", "test_converted_modules.py"))
+                      ("test_kernel_table.py", "test_kernels.py", "test_converted_modules.py",
+                       "test_compressed_weights.py"))
     named = set(re.findall(r'"([a-z0-9_]+)"', sources))
     assert sorted(set(KERNELS) - named) == []

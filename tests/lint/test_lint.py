@@ -218,3 +218,42 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, export_copy, problem, on
             "no metadata.json": ["--packages", str(tmp_path)],
             "unknown target": ["--packages", str(export_copy), "--target", "iOS99"]}[problem]
     one_line_error(runner.invoke(app, ["lint", *args]))
+
+
+def compressed_linear(tmp_path, op_config, target: str):
+    """A 256×64 linear layer converted for `target` and compressed by coremltools with `op_config`."""
+    import coremltools as ct
+    import coremltools.optimize.coreml as cto
+    import torch
+
+    traced = torch.jit.trace(torch.nn.Linear(64, 256).eval(), torch.zeros(1, 64))
+    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=(1, 64))], convert_to="mlprogram",
+                         minimum_deployment_target=getattr(ct.target, target), skip_model_load=True)
+    family = cto.palettize_weights if isinstance(op_config, cto.OpPalettizerConfig) else cto.linear_quantize_weights
+    path = tmp_path / "linear.mlpackage"
+    family(mlmodel, cto.OptimizationConfig(op_config)).save(str(path))
+    return path
+
+
+def test_compression_layouts(tmp_path):
+    """Coverage: per-channel-scaled palettes (error: the Neural Engine cannot load them), small palette groups
+    (warning), block-wise int4 (info), and int8 / per-tensor palettes (no finding)."""
+    import coremltools.optimize.coreml as cto
+
+    cases = {
+        "error": (cto.OpPalettizerConfig(nbits=4, granularity="per_grouped_channel", group_size=16,
+                                         enable_per_channel_scale=True), "iOS18"),
+        "warning": (cto.OpPalettizerConfig(nbits=4, granularity="per_grouped_channel", group_size=4), "iOS18"),
+        "info": (cto.OpLinearQuantizerConfig(dtype="int4", granularity="per_block", block_size=32), "iOS18"),
+        None: (cto.OpPalettizerConfig(nbits=6), "iOS17"),
+        "none either": (cto.OpLinearQuantizerConfig(dtype="int8", granularity="per_channel"), "iOS17"),
+    }
+    for severity, (config, target) in cases.items():
+        folder = tmp_path / str(severity).replace(" ", "-")
+        folder.mkdir()
+        findings = rules(lint.lint_package(compressed_linear(folder, config, target), target), lint.RULE_COMPRESSION)
+        found = {f.severity for f in findings}
+        if severity == lint.ERROR:  # its per-channel scale also makes one LUT per channel: a warning too
+            assert found == {lint.ERROR, lint.WARNING}, findings
+        else:
+            assert found == ({severity} if severity in (lint.WARNING, lint.INFO) else set()), (severity, findings)

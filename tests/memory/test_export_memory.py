@@ -27,6 +27,9 @@ FULL_WIDTH_EXPORT_BUDGET_MIB = 4096
 MANIFEST = "Manifest.json"  # coremltools writes fresh random item identifiers into it on every save
 
 
+CONVERSION_DATE = "com.github.apple.coremltools.conversion_date"
+
+
 def plain_nemo_restore(path: Path):
     from nemo.collections.asr.models import ASRModel
 
@@ -37,7 +40,8 @@ def package_files(package: Path) -> dict[str, object]:
     """Every file in a package but its manifest: the spec (model.mlmodel) parsed, any other file's sha256.
 
     The spec is compared as a message: protobuf writes its map fields in an order that can differ from one
-    process to the next, so the same spec can serialize to different bytes.
+    process to the next, so the same spec can serialize to different bytes. coremltools' conversion date
+    is left out (exports made either side of midnight differ there only).
     """
     from coremltools.proto import Model_pb2
 
@@ -46,7 +50,9 @@ def package_files(package: Path) -> dict[str, object]:
         if not file.is_file() or file.name == MANIFEST:
             continue
         if file.suffix == ".mlmodel":
-            files[file.relative_to(package).as_posix()] = Model_pb2.Model.FromString(file.read_bytes())
+            spec = Model_pb2.Model.FromString(file.read_bytes())
+            spec.description.metadata.userDefined.pop(CONVERSION_DATE, None)
+            files[file.relative_to(package).as_posix()] = spec
         else:
             files[file.relative_to(package).as_posix()] = hashlib.sha256(file.read_bytes()).hexdigest()
     return files

@@ -26,6 +26,8 @@ FP16 = np.dtype(np.float16)
 FP16_MAX = float(np.finfo(np.float16).max)
 FP16_CHUNK = 2**14
 CONTROL_FLOW_OPS = ("cond", "while_loop")
+# Ops whose inputs are all constants and whose output is a constant (compressed weights).
+CONSTEXPR_PREFIX = "constexpr_"
 # Inputs declared as MIL TupleInputType: always passed to kernels as a list.
 TUPLE_INPUTS = {("concat", "values"), ("stack", "values"), ("einsum", "values"), ("while_loop", "loop_vars")}
 
@@ -115,6 +117,7 @@ class MilExecutor:
         _check_interface(package)
         compiler = _Compiler(ValueDecoder(package.model_file))
         self._block = compiler.block(package.main_block, tuple(self._program_input_dtypes))
+        self.decompressed = {name: compiler.consts[name] for name in compiler.folded}
         _check_defined_before_use(self._block, frozenset())
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -166,12 +169,20 @@ def _check_op(op: MIL_pb2.Operation) -> None:
     if op.type not in KERNELS:
         raise UnsupportedOpError(f"op type {op.type!r} (op {op_name(op)!r}) has no kernel")
     accepted = inspect.signature(KERNELS[op.type]).parameters
-    unknown = sorted(set(op.inputs) - set(accepted))
+    given = set(op.inputs) | set(attribute_inputs(op))
+    unknown = sorted(given - set(accepted))
     if unknown:
         raise UnsupportedOpError(f"op type {op.type!r} (op {op_name(op)!r}) has unsupported inputs {unknown}")
     required = [name for name, parameter in accepted.items() if parameter.default is inspect.Parameter.empty]
-    if missing := sorted(set(required) - set(op.inputs)):
+    if missing := sorted(set(required) - given):
         raise InvalidProgramError(f"op {op_name(op)!r} ({op.type}) lacks its required input {missing[0]!r}")
+
+
+def attribute_inputs(op: MIL_pb2.Operation) -> dict:
+    """Inputs serialised as attributes: iOS16 constexpr ops keep their constant inputs there."""
+    if not op.type.startswith(CONSTEXPR_PREFIX):
+        return {}
+    return {name: value for name, value in op.attributes.items() if name != "name"}
 
 
 def _check_interface(package) -> None:
@@ -208,6 +219,7 @@ class _Compiler:
     def __init__(self, decoder: ValueDecoder):
         self.decoder = decoder
         self.consts: dict[str, Any] = {}
+        self.folded: list[str] = []  # outputs of constexpr ops, in program order
 
     def block(self, block: MIL_pb2.Block, inputs: tuple[str, ...]) -> _Block:
         """Compile a block whose inputs (function or loop variables) are named `inputs`."""
@@ -215,13 +227,16 @@ class _Compiler:
         for op in block.operations:
             if op.type == "const":
                 self.consts[op.outputs[0].name] = _kernel_value(self.decoder.decode(op.attributes["val"]))
+            elif op.type.startswith(CONSTEXPR_PREFIX):
+                self._fold(self._step(op))
             else:
                 steps.append(self._step(op))
         outputs = tuple(self._ref(name) for name in block.outputs)
         return _with_releases(inputs, steps, outputs)
 
     def _step(self, op: MIL_pb2.Operation) -> _Step:
-        const_args, var_args, tuple_args = {}, [], []
+        const_args = {param: _kernel_value(self.decoder.decode(value)) for param, value in attribute_inputs(op).items()}
+        var_args, tuple_args = [], []
         for param, argument in op.inputs.items():
             refs = tuple(self._binding(binding) for binding in argument.arguments)
             if (op.type, param) in TUPLE_INPUTS:
@@ -242,6 +257,19 @@ class _Compiler:
             blocks=blocks,
             release=(),
         )
+
+    def _fold(self, step: _Step) -> None:
+        """Decompress a constexpr op's weights once, as Core ML does when it loads the model."""
+        if step.var_args or step.tuple_args:
+            raise InvalidProgramError(f"op {step.op_name!r} ({step.op_type}) takes a non-constant input")
+        try:
+            values = step.kernel(**step.const_args)
+        except Exception as error:
+            raise InvalidProgramError(f"op {step.op_name!r} ({step.op_type}) cannot decompress: {error}") from error
+        for (name, dtype), value in zip(step.outputs, values, strict=True):
+            stored = _stored(value, dtype)
+            self.consts[name] = _kernel_value(stored.astype(FP16) if dtype == FP16 else stored)
+            self.folded.append(name)
 
     def _binding(self, binding: MIL_pb2.Argument.Binding) -> Ref:
         if binding.WhichOneof("binding") == "value":

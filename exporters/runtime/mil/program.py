@@ -13,20 +13,9 @@ from coremltools.proto import MIL_pb2, Model_pb2
 from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
 
 from exporters.runtime import TensorDescription
+from exporters.runtime.mil.ops.compression import unpack_bits
 
 MODEL_PATH_PREFIX = "@model_path/"
-# coremltools' blob reader method per stored dtype.
-BLOB_READERS = {
-    np.dtype(np.float16): "read_fp16_data",
-    np.dtype(np.float32): "read_float_data",
-    np.dtype(np.uint8): "read_uint8_data",
-    np.dtype(np.int8): "read_int8_data",
-    np.dtype(np.int16): "read_int16_data",
-    np.dtype(np.uint16): "read_uint16_data",
-    np.dtype(np.int32): "read_int32_data",
-    np.dtype(np.uint32): "read_uint32_data",
-}
-
 _D = MIL_pb2.DataType
 MIL_DTYPES = {
     _D.BOOL: np.dtype(bool),
@@ -41,6 +30,31 @@ MIL_DTYPES = {
     _D.UINT16: np.dtype(np.uint16),
     _D.UINT32: np.dtype(np.uint32),
     _D.UINT64: np.dtype(np.uint64),
+    # Sub-byte types (compressed weights) are held unpacked, one value per byte.
+    _D.INT4: np.dtype(np.int8),
+    _D.UINT1: np.dtype(np.uint8),
+    _D.UINT2: np.dtype(np.uint8),
+    _D.UINT3: np.dtype(np.uint8),
+    _D.UINT4: np.dtype(np.uint8),
+    _D.UINT6: np.dtype(np.uint8),
+}
+SUB_BYTE_BITS = {_D.INT4: 4, _D.UINT1: 1, _D.UINT2: 2, _D.UINT3: 3, _D.UINT4: 4, _D.UINT6: 6}
+# coremltools' blob reader method per stored MIL dtype (sub-byte readers return unpacked values).
+BLOB_READERS = {
+    _D.FLOAT16: "read_fp16_data",
+    _D.FLOAT32: "read_float_data",
+    _D.UINT8: "read_uint8_data",
+    _D.INT8: "read_int8_data",
+    _D.INT16: "read_int16_data",
+    _D.UINT16: "read_uint16_data",
+    _D.INT32: "read_int32_data",
+    _D.UINT32: "read_uint32_data",
+    _D.INT4: "read_int4_data",
+    _D.UINT1: "read_uint1_data",
+    _D.UINT2: "read_uint2_data",
+    _D.UINT3: "read_uint3_data",
+    _D.UINT4: "read_uint4_data",
+    _D.UINT6: "read_uint6_data",
 }
 
 _A = ArrayFeatureType.ArrayDataType
@@ -191,11 +205,11 @@ class BlobFile:
             raise WeightFileError(f"{path}: weight file is missing")
         self.reader = _BlobStorageReader(str(path))
 
-    def read(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    def read(self, offset: int, mil_dtype: int, shape: tuple[int, ...]) -> np.ndarray:
         """The array stored by the blob whose metadata starts at `offset`."""
-        method = BLOB_READERS.get(np.dtype(dtype))
+        method = BLOB_READERS.get(mil_dtype)
         if method is None:
-            raise WeightFileError(f"{self.path}: no blob reader for dtype {dtype}")
+            raise WeightFileError(f"{self.path}: no blob reader for dtype {MIL_pb2.DataType.Name(mil_dtype)}")
         try:
             values = np.asarray(getattr(self.reader, method)(offset))
         except (RuntimeError, ValueError, IndexError) as error:
@@ -205,7 +219,7 @@ class BlobFile:
         if values.size != count:
             raise WeightFileError(f"{self.path}: corrupt: blob at offset {offset} holds {values.size} values, "
                                   f"shape {shape} needs {count}")
-        return values.view(dtype).reshape(shape)
+        return values.view(MIL_DTYPES[mil_dtype]).reshape(shape)
 
 
 class ValueDecoder:
@@ -220,7 +234,7 @@ class ValueDecoder:
         dtype, shape = tensor_type(value.type)
         if value.WhichOneof("value") == "blobFileValue":
             blob = value.blobFileValue
-            return self._blob_file(blob.fileName).read(int(blob.offset), dtype, shape)
+            return self._blob_file(blob.fileName).read(int(blob.offset), value.type.tensorType.dataType, shape)
         immediate = value.immediateValue
         kind = immediate.WhichOneof("value")
         if kind == "tensor":
@@ -243,7 +257,11 @@ def _decode_tensor(tensor: MIL_pb2.TensorValue, value_type, dtype, shape) -> Any
         return strings[0] if value_type.tensorType.rank == 0 else strings
     if dtype is None or shape is None:
         raise ValueError(f"immediate tensor with unsupported type {value_type}")
-    if field == "bytes":
+    if field == "bytes" and value_type.tensorType.dataType in SUB_BYTE_BITS:
+        data_type = value_type.tensorType.dataType
+        array = unpack_bits(np.frombuffer(tensor.bytes.values, np.uint8), SUB_BYTE_BITS[data_type],
+                                math.prod(shape), signed=data_type == _D.INT4).astype(dtype)
+    elif field == "bytes":
         # fp16 and 8-bit immediates are serialised as packed little-endian bytes.
         array = np.frombuffer(tensor.bytes.values, dtype=dtype)
     else:
@@ -251,3 +269,4 @@ def _decode_tensor(tensor: MIL_pb2.TensorValue, value_type, dtype, shape) -> Any
     array = array.reshape(shape)
     array.flags.writeable = False
     return array
+

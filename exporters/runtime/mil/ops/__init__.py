@@ -5,7 +5,7 @@ optional inputs take the MIL default) and returns a tuple with one value per op 
 Float kernels compute in the dtype they receive; the executor feeds fp32 and rounds results.
 """
 
-from . import convolution, elementwise, gather, linalg, normalization, recurrent, reductions, shape  # noqa: F401
+from . import compression, convolution, elementwise, gather, linalg, normalization, recurrent, reductions, shape  # noqa: F401
 from .registry import CAST_DTYPES, KERNELS, kernel
 
 __all__ = ["CAST_DTYPES", "KERNELS", "kernel"]

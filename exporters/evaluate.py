@@ -1,0 +1,307 @@
+"""`evaluate`: what users see, on a manifest: WER/CER, agreement with NeMo's decisions, speed, bytes.
+
+The system under test is either an export directory (the packages, decoded by the Transcriber) or a
+NeMo model itself (`transcribe()` on each file alone). For packages, the reference decisions are NeMo
+`transcribe()` on each file alone, by the model recorded in metadata.json (checked by checksum).
+
+Agreement with NeMo, per file and in total:
+- decisions_identical: token ids, frames and durations all equal NeMo's;
+- token agreement: 1 - (token edit distance / NeMo's token count), the edits counted by jiwer over
+  token ids as words;
+- duration agreement: of the tokens that alignment pairs as equal, the share whose duration is NeMo's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
+from exporters.decoding.batch import read_manifest
+from exporters.errors import UserError
+from exporters.metadata import read_metadata
+from exporters.wer import char_error_rate, word_error_rate
+
+
+@dataclass(frozen=True)
+class Decisions:
+    text: str
+    tokens: list[int]
+    frames: list[int]
+    durations: list[int]
+
+
+@dataclass
+class FileResult:
+    audio_filepath: str
+    reference: str
+    hypothesis: str
+    seconds: float
+    decode_seconds: float
+    wer: float
+    cer: float
+    decisions_identical: bool | None = None
+    token_edits: int | None = None
+    nemo_tokens: int | None = None
+    durations_equal: int | None = None
+    tokens_paired: int | None = None
+
+
+# Encoder frames just before a cut see the new audio through convolutions and subsampling: tokens there
+# may move; only tokens at least this many frames before the cut are checked.
+GUARD_FRAMES = 2
+
+
+@dataclass(frozen=True)
+class RightContext:
+    """How often tokens before a point change when only the audio after it changes: per clip, the audio
+    from the start of the word nearest its middle (NeMo's decisions say where words start) is replaced
+    by the next clip's audio (same length). A token is counted as changed when a token
+    emitted GUARD_FRAMES or more before the cut has no equal partner (jiwer alignment) among the altered
+    clip's tokens before the cut."""
+
+    clips: int
+    clips_changed: int
+    tokens_changed: int
+
+
+def spliced(clip: np.ndarray, other: np.ndarray, cut: int) -> np.ndarray:
+    """clip up to `cut`, then `other` (repeated if short) to clip's length."""
+    tail = np.resize(other, len(clip) - cut)
+    return np.concatenate([clip[:cut], tail]).astype(np.float32)
+
+
+def word_start_cut(tokens: list[int], frames: list[int], starts_word, middle_frame: int) -> int:
+    """The frame of the word-initial token (not the first word) nearest `middle_frame`, else that frame."""
+    candidates = [frame for index, (token, frame) in enumerate(zip(tokens, frames)) if index and starts_word(token)]
+    return min(candidates, key=lambda frame: abs(frame - middle_frame)) if candidates else middle_frame
+
+
+def right_context_flips(decide, clips: list[np.ndarray], cut_frames: list[int], frame_samples: int) -> RightContext:
+    """`decide(list of clips)` -> per clip (tokens, frames, durations); clips cut at `cut_frames`."""
+    changed = [spliced(clip, clips[(i + 1) % len(clips)], frame * frame_samples)
+               for i, (clip, frame) in enumerate(zip(clips, cut_frames))]
+    counts = []
+    for (tokens, frames, _), (new_tokens, new_frames, _), cut in zip(decide(clips), decide(changed), cut_frames):
+        early = [token for token, frame in zip(tokens, frames) if frame < cut - GUARD_FRAMES]
+        after = [token for token, frame in zip(new_tokens, new_frames) if frame < cut]
+        counts.append(len(early) - matched_tokens(early, after))
+    return RightContext(len(clips), sum(c > 0 for c in counts), sum(counts))
+
+
+def token_words(tokens: list[int]) -> str:
+    return " ".join(f"t{token}" for token in tokens)
+
+
+def matched_tokens(reference: list[int], hypothesis: list[int]) -> int:
+    """Tokens of `reference` that jiwer's alignment pairs with an equal token of `hypothesis`."""
+    if not reference or not hypothesis:
+        return 0
+    return jiwer.process_words(token_words(reference), token_words(hypothesis)).hits
+
+
+def nemo_cut_frames(references: list[Decisions], clips: list[np.ndarray], tokenizer, frame_samples: int) -> list[int]:
+    """Per clip, where its right-context check cuts: the start of the word nearest the middle, by NeMo."""
+    starts_word = lambda token: tokenizer.id_to_piece(int(token)).startswith("\u2581")  # noqa: E731
+    return [word_start_cut(ref.tokens, ref.frames, starts_word, len(clip) // 2 // frame_samples)
+            for ref, clip in zip(references, clips)]
+
+
+@dataclass
+class Report:
+    system: str
+    manifest: str
+    files: list[FileResult]
+    package_bytes: dict[str, int] = field(default_factory=dict)
+    compression: str | None = None
+    right_context: dict[str, RightContext] = field(default_factory=dict)  # system -> flips
+
+    @property
+    def summary(self) -> dict:
+        refs, hyps = [f.reference for f in self.files], [f.hypothesis for f in self.files]
+        audio = sum(f.seconds for f in self.files)
+        decode = sum(f.decode_seconds for f in self.files)
+        summary = {"files": len(self.files), "audio_seconds": round(audio, 3),
+                   "wer": word_error_rate(refs, hyps), "cer": char_error_rate(refs, hyps),
+                   "rtfx": audio / decode if decode else None,
+                   "package_bytes": sum(self.package_bytes.values()) or None}
+        compared = [f for f in self.files if f.decisions_identical is not None]
+        if compared:
+            nemo_tokens = sum(f.nemo_tokens for f in compared)
+            paired = sum(f.tokens_paired for f in compared)
+            summary |= {
+                "decisions_identical": sum(f.decisions_identical for f in compared) / len(compared),
+                "token_agreement": 1 - sum(f.token_edits for f in compared) / max(nemo_tokens, 1),
+                "duration_agreement": sum(f.durations_equal for f in compared) / paired if paired else 1.0,
+            }
+        return summary
+
+    def to_dict(self) -> dict:
+        return {"system": self.system, "manifest": self.manifest, "compression": self.compression,
+                "package_bytes": self.package_bytes, "summary": self.summary,
+                "right_context": {name: asdict(flips) for name, flips in self.right_context.items()},
+                "files": [asdict(f) for f in self.files]}
+
+
+def held_out_manifest(model_name: str) -> list[tuple[Path, str]]:
+    """The held-out clips of a trained model (fixtures/audio/<model>/) as manifest entries."""
+    import json
+
+    folder = FIXTURE_AUDIO_DIR / model_name
+    if not (folder / "transcripts.json").is_file():
+        raise UserError(f"no held-out set for model {model_name!r} (trained models have one: digits, sentences); "
+                        "pass --manifest")
+    texts = json.loads((folder / "transcripts.json").read_text())["clips"]
+    return [(path, texts[path.name]["text"]) for path in sorted(folder.glob("heldout_*.wav"))]
+
+
+def manifest_entries(manifest: Path | None, model_name: str) -> tuple[str, list[tuple[Path, str]]]:
+    if manifest is not None:
+        return str(manifest), read_manifest(Path(manifest), need_text=True)
+    return f"held-out set of {model_name}", held_out_manifest(model_name)
+
+
+def nemo_decisions(model, paths: list[Path]) -> list[tuple[Decisions, float]]:
+    """NeMo transcribe() on each file alone (batch of 1), with the seconds each took."""
+    from exporters.reference import hypothesis_decisions, nemo_transcribe
+
+    results = []
+    for path in paths:
+        started = time.perf_counter()
+        (hypothesis,) = nemo_transcribe(model, [str(path)], batch_size=1, timestamps=True, return_hypotheses=True)
+        seconds = time.perf_counter() - started
+        results.append((Decisions(hypothesis.text, *hypothesis_decisions(hypothesis)), seconds))
+    return results
+
+
+def agreement(ours: Decisions, nemo: Decisions) -> dict:
+    """Token edits against NeMo's token sequence, and duration equality on the tokens aligned as equal."""
+    identical = (ours.tokens, ours.frames, ours.durations) == (nemo.tokens, nemo.frames, nemo.durations)
+    if not nemo.tokens or not ours.tokens:
+        edits = max(len(nemo.tokens), len(ours.tokens))
+        return {"decisions_identical": identical, "token_edits": edits, "nemo_tokens": len(nemo.tokens),
+                "durations_equal": 0, "tokens_paired": 0}
+    output = jiwer.process_words(token_words(nemo.tokens), token_words(ours.tokens))
+    pairs = [(i, j) for chunk in output.alignments[0] if chunk.type == "equal"
+             for i, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx), range(chunk.hyp_start_idx, chunk.hyp_end_idx))]
+    return {"decisions_identical": identical,
+            "token_edits": output.substitutions + output.deletions + output.insertions,
+            "nemo_tokens": len(nemo.tokens),
+            "durations_equal": sum(nemo.durations[i] == ours.durations[j] for i, j in pairs),
+            "tokens_paired": len(pairs)}
+
+
+def file_result(path: Path, reference: str, decisions: Decisions, seconds: float, decode_seconds: float,
+                nemo: Decisions | None) -> FileResult:
+    result = FileResult(str(path), reference, decisions.text, seconds, decode_seconds,
+                        word_error_rate([reference], [decisions.text]), char_error_rate([reference], [decisions.text]))
+    if nemo is not None:
+        for key, value in agreement(decisions, nemo).items():
+            setattr(result, key, value)
+    return result
+
+
+@dataclass
+class NemoReference:
+    """NeMo on a manifest, each file alone: its decisions and seconds, the right-context cut of each clip,
+    and (if asked) NeMo's own right-context flips."""
+
+    name: str
+    entries: list[tuple[Path, str]]
+    clips: list[np.ndarray]
+    decisions: list[Decisions]
+    seconds: list[float]
+    cuts: list[int]
+    right_context: RightContext | None = None
+
+
+def frame_samples_of(model) -> int:
+    sample_rate = int(model.cfg.preprocessor.sample_rate)
+    return round(model.cfg.preprocessor.window_stride * sample_rate) * int(model.cfg.encoder.subsampling_factor)
+
+
+def nemo_reference(model, name: str, entries: list[tuple[Path, str]], right_context: bool = False) -> NemoReference:
+    from exporters.reference import NemoGreedy
+
+    sample_rate = int(model.cfg.preprocessor.sample_rate)
+    decided = nemo_decisions(model, [path for path, _ in entries])
+    clips = [load_audio(path, sample_rate) for path, _ in entries]
+    decisions = [d for d, _ in decided]
+    frame_samples = frame_samples_of(model)
+    cuts = nemo_cut_frames(decisions, clips, model.tokenizer.tokenizer, frame_samples)
+    flips = right_context_flips(lambda batch: NemoGreedy(model, batch).decide(), clips, cuts, frame_samples) \
+        if right_context else None
+    return NemoReference(name, entries, clips, decisions, [seconds for _, seconds in decided], cuts, flips)
+
+
+def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend: str | None = None,
+                      joint_mode: str | None = None, right_context: bool = False,
+                      reference: NemoReference | None = None) -> Report:
+    """The packages on a manifest (default: the held-out set of the export's trained model), each file
+    also decoded by NeMo for agreement (`reference`: NeMo's results, if already computed)."""
+    from exporters.decoding.transcriber import open_transcriber
+    from exporters.parity.report import load_recorded_model
+
+    metadata = read_metadata(packages_dir)
+    transcriber = open_transcriber(packages_dir, backend, joint_mode)
+    if reference is None or (right_context and reference.right_context is None):
+        name, entries = manifest_entries(manifest, metadata["model"]["source"])
+        reference = nemo_reference(load_recorded_model(metadata), name, entries, right_context)
+    files = []
+    for (path, text), samples, nemo in zip(reference.entries, reference.clips, reference.decisions):
+        started = time.perf_counter()
+        transcript = transcriber.transcribe(samples)
+        decode = time.perf_counter() - started
+        ours = Decisions(transcript.text, *transcript.decisions())
+        files.append(file_result(path, text, ours, len(samples) / transcriber.contract.model.sample_rate, decode, nemo))
+    used = {runtime_name: metadata["packages"][runtime_name]["size_bytes"] for runtime_name in transcriber.runtimes}
+    variants = {entry.get("compression") for entry in metadata["packages"].values()} - {None}
+    report = Report(str(packages_dir), reference.name, files, used, ",".join(sorted(variants)) or "none")
+    if right_context:
+        decide = lambda batch: [transcriber.transcribe(clip).decisions() for clip in batch]  # noqa: E731
+        report.right_context = {
+            "packages": right_context_flips(decide, reference.clips, reference.cuts, transcriber.frame_samples),
+            "nemo": reference.right_context}
+    return report
+
+
+def evaluate_nemo(model_source: str, manifest: Path | None = None, model=None, right_context: bool = False) -> Report:
+    """NeMo itself on a manifest (default: the model's held-out set): transcribe() per file alone."""
+    from exporters.checkpoints import load_model
+
+    name, entries = manifest_entries(manifest, model_source)
+    model = model if model is not None else load_model(model_source)
+    reference = nemo_reference(model, name, entries, right_context)
+    sample_rate = int(model.cfg.preprocessor.sample_rate)
+    files = [file_result(path, text, decisions, len(clip) / sample_rate, seconds, None)
+             for (path, text), clip, decisions, seconds
+             in zip(reference.entries, reference.clips, reference.decisions, reference.seconds)]
+    report = Report(f"NeMo {model_source}", name, files)
+    if right_context:
+        report.right_context = {"nemo": reference.right_context}
+    return report
+
+
+def summary_rows(report: Report) -> list[tuple[str, str]]:
+    """(measure, value) rows for the CLI table."""
+    summary = report.summary
+    rows = [("files", str(summary["files"])), ("audio seconds", f"{summary['audio_seconds']:.1f}"),
+            ("WER", f"{summary['wer']:.2%}"), ("CER", f"{summary['cer']:.2%}")]
+    for key, label in (("decisions_identical", "files with NeMo's decisions"),
+                       ("token_agreement", "token agreement with NeMo"),
+                       ("duration_agreement", "duration agreement with NeMo")):
+        if key in summary:
+            rows.append((label, f"{summary[key]:.2%}"))
+    if summary["rtfx"]:
+        rows.append(("RTFx", f"{summary['rtfx']:.1f}"))
+    if summary["package_bytes"]:
+        rows.append(("package bytes", f"{summary['package_bytes']:,}"))
+    for system, flips in report.right_context.items():
+        rows.append((f"right-context flips ({system})",
+                     f"{flips.clips_changed} of {flips.clips} clips, {flips.tokens_changed} tokens"))
+    return rows
+
