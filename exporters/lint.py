@@ -54,6 +54,7 @@ RULE_SPEC_VERSION = "spec-version"
 RULE_UNREADABLE = "unreadable"
 RULE_COMPUTE_UNITS = "compute-units"
 RULE_COMPRESSION = "compression-layout"
+RULE_OP_TARGET = "op-newer-than-target"
 # per_grouped_channel palettes: coremltools' palettization performance guide reports runtime slowing as
 # a tensor's LUT count grows, and recommends groups of 8 or 16 channels.
 MIN_PALETTE_GROUP = 8
@@ -211,6 +212,34 @@ def check_fallback_ops(program: Program) -> Iterator[Finding]:
             yield program.finding(INFO, RULE_NO_ANE_KERNEL, op,
                                   f"no Neural Engine kernel ({NO_NEURAL_ENGINE_KERNEL[op.type]}): runs on CPU/GPU, "
                                   f"splitting the model across devices")
+
+
+def check_op_targets(program: Program) -> Iterator[Finding]:
+    """Ops the package's declared target does not have, in coremltools' op registry: an op type that
+    first exists in a later iOS, or an op whose inputs are not those of its form at the declared target
+    (a later version's signature). Core ML refuses such a model on the declared OS."""
+    from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
+
+    from exporters.runtime.mil.program import attribute_inputs
+
+    declared = program.spec.specificationVersion
+    for op in program.ops:
+        versions = SSAOpRegistry.core_ops.get(op.type)
+        if op.type == "const" or not versions:
+            continue
+        available = [target for target in versions if target.value <= declared]
+        if not available:
+            first = min(target.value for target in versions)
+            yield program.finding(ERROR, RULE_OP_TARGET, op, f"{op.type} exists from {target_name(first)}; the "
+                                  f"package declares {target_name(declared)}")
+            continue
+        spec = versions[max(available, key=lambda target: target.value)].input_spec.input_types
+        given = set(op.inputs) | set(attribute_inputs(op))
+        required = {name for name, kind in spec.items() if not kind.optional}
+        if (unknown := sorted(given - set(spec))) or (missing := sorted(required - given)):
+            what = f"takes {unknown}" if unknown else f"lacks {missing}"
+            yield program.finding(ERROR, RULE_OP_TARGET, op, f"{op.type} {what}: not its {target_name(declared)} "
+                                  "form (a later OS's signature)")
 
 
 def check_compression(program: Program) -> Iterator[Finding]:
@@ -375,7 +404,8 @@ def lint_package(path: Path, target: str = DEFAULT_TARGET) -> list[Finding]:
         program = read_program(path)
         return [*check_dimensions(program), *check_flexible_inputs(program), *check_fallback_ops(program),
                 *check_gather_indices(program), *check_fp16_constants(program), *check_fp32_ops(program),
-                *check_ranks(program), *check_spec_version(program, target), *check_compression(program)]
+                *check_ranks(program), *check_spec_version(program, target), *check_compression(program),
+                *check_op_targets(program)]
     except (OSError, ValueError, KeyError, DecodeError, WeightFileError) as error:
         return [Finding(path.name, ERROR, RULE_UNREADABLE, None, f"cannot read package: {error}")]
 

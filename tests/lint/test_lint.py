@@ -257,3 +257,36 @@ def test_compression_layouts(tmp_path):
             assert found == {lint.ERROR, lint.WARNING}, findings
         else:
             assert found == ({severity} if severity in (lint.WARNING, lint.INFO) else set()), (severity, findings)
+
+
+def declare_target(package, version: int) -> None:
+    """Rewrite a package's declared specification version (its ops unchanged)."""
+    from coremltools.proto import Model_pb2
+
+    from exporters.runtime.mil.program import root_model_file
+
+    model_file = root_model_file(package)
+    spec = Model_pb2.Model.FromString(model_file.read_bytes())
+    spec.specificationVersion = version
+    model_file.write_bytes(spec.SerializeToString())
+
+
+def test_ops_newer_than_the_declared_target(tmp_path, tiny_packages_fp32):
+    """Coverage: an op type that first exists in iOS18 and an op in its iOS18 form, each in a package that
+    declares iOS17, are errors; the same packages declaring iOS18, and every tiny package, have none."""
+    import coremltools.optimize.coreml as cto
+
+    cases = {"constexpr_blockwise_shift_scale exists from iOS18":
+             cto.OpLinearQuantizerConfig(dtype="int4", granularity="per_block", block_size=32),
+             "constexpr_lut_to_dense lacks ['shape']":
+             cto.OpPalettizerConfig(nbits=4, granularity="per_grouped_channel", group_size=16)}
+    for index, (message, config) in enumerate(cases.items()):
+        folder = tmp_path / str(index)
+        folder.mkdir()
+        package = compressed_linear(folder, config, "iOS18")
+        assert rules(lint.lint_package(package, "iOS18"), lint.RULE_OP_TARGET) == []
+        declare_target(package, 8)
+        findings = rules(lint.lint_package(package), lint.RULE_OP_TARGET, lint.ERROR)
+        assert len(findings) == 1 and message in findings[0].message, findings
+    for package in sorted(tiny_packages_fp32.glob("*.mlpackage")):
+        assert rules(lint.lint_package(package), lint.RULE_OP_TARGET) == []

@@ -15,7 +15,9 @@ from exporters.runtime import TensorDescription, with_defaults
 
 from .ops import KERNELS
 from .program import (
+    CONSTEXPR_PREFIX,
     UnsupportedOpError,
+    attribute_inputs,
     ValueDecoder,
     load_package,
     op_name,
@@ -26,8 +28,6 @@ FP16 = np.dtype(np.float16)
 FP16_MAX = float(np.finfo(np.float16).max)
 FP16_CHUNK = 2**14
 CONTROL_FLOW_OPS = ("cond", "while_loop")
-# Ops whose inputs are all constants and whose output is a constant (compressed weights).
-CONSTEXPR_PREFIX = "constexpr_"
 # Inputs declared as MIL TupleInputType: always passed to kernels as a list.
 TUPLE_INPUTS = {("concat", "values"), ("stack", "values"), ("einsum", "values"), ("while_loop", "loop_vars")}
 
@@ -176,13 +176,6 @@ def _check_op(op: MIL_pb2.Operation) -> None:
     required = [name for name, parameter in accepted.items() if parameter.default is inspect.Parameter.empty]
     if missing := sorted(set(required) - given):
         raise InvalidProgramError(f"op {op_name(op)!r} ({op.type}) lacks its required input {missing[0]!r}")
-
-
-def attribute_inputs(op: MIL_pb2.Operation) -> dict:
-    """Inputs serialised as attributes: iOS16 constexpr ops keep their constant inputs there."""
-    if not op.type.startswith(CONSTEXPR_PREFIX):
-        return {}
-    return {name: value for name, value in op.attributes.items() if name != "name"}
 
 
 def _check_interface(package) -> None:

@@ -16,6 +16,8 @@ from exporters.runtime import TensorDescription
 from exporters.runtime.mil.ops.compression import unpack_bits
 
 MODEL_PATH_PREFIX = "@model_path/"
+# Ops whose inputs are all constants and whose output is a constant (compressed weights).
+CONSTEXPR_PREFIX = "constexpr_"
 _D = MIL_pb2.DataType
 MIL_DTYPES = {
     _D.BOOL: np.dtype(bool),
@@ -185,6 +187,13 @@ def tensor_type(value_type: MIL_pb2.ValueType) -> tuple[np.dtype | None, tuple[i
     dims = [d.constant.size if d.WhichOneof("dimension") == "constant" else None for d in tensor.dimensions]
     shape = None if None in dims else tuple(int(d) for d in dims)
     return MIL_DTYPES.get(tensor.dataType), shape
+
+
+def attribute_inputs(op: MIL_pb2.Operation) -> dict:
+    """Inputs serialised as attributes: iOS16 constexpr ops keep their constant inputs there."""
+    if not op.type.startswith(CONSTEXPR_PREFIX):
+        return {}
+    return {name: value for name, value in op.attributes.items() if name != "name"}
 
 
 def op_name(op: MIL_pb2.Operation) -> str:
