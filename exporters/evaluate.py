@@ -13,6 +13,7 @@ Agreement with NeMo, per file and in total:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,12 +171,29 @@ def nemo_decisions(model, paths: list[Path]) -> list[tuple[Decisions, float]]:
     from exporters.reference import hypothesis_decisions, nemo_transcribe
 
     results = []
-    for path in paths:
-        started = time.perf_counter()
-        (hypothesis,) = nemo_transcribe(model, [str(path)], batch_size=1, timestamps=True, return_hypotheses=True)
-        seconds = time.perf_counter() - started
-        results.append((Decisions(hypothesis.text, *hypothesis_decisions(hypothesis)), seconds))
+    with nemo_errors_only():
+        for path in paths:
+            started = time.perf_counter()
+            (hypothesis,) = nemo_transcribe(model, [str(path)], batch_size=1, timestamps=True,
+                                            return_hypotheses=True)
+            seconds = time.perf_counter() - started
+            results.append((Decisions(hypothesis.text, *hypothesis_decisions(hypothesis)), seconds))
     return results
+
+
+@contextlib.contextmanager
+def nemo_errors_only():
+    """Drop NeMo's log records below ERROR: transcribe() raises its own verbosity to WARNING while it runs,
+    and its dataloader then warns once per file."""
+    import logging
+
+    logger = logging.getLogger("nemo_logger")
+    keep = lambda record: record.levelno >= logging.ERROR  # noqa: E731
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def agreement(ours: Decisions, nemo: Decisions) -> dict:
