@@ -69,12 +69,17 @@ def join_with_pauses(clips: list[np.ndarray], sample_rate: int, min_seconds: flo
     return (joined + noise_level * rng.standard_normal(len(joined))).astype(np.float32), order
 
 
-def held_out_clips(model_name: str, sample_rate: int) -> tuple[list[np.ndarray], list[str]]:
-    """The committed held-out clips of a trained model (fixtures/audio/<model>/heldout_*.wav, name order)
-    and their reference texts (transcripts.json beside them)."""
+def held_out_entries(model_name: str) -> list[tuple[Path, str]]:
+    """(path, reference text) of each committed held-out clip of a trained model
+    (fixtures/audio/<model>/heldout_*.wav, name order; texts from transcripts.json beside them)."""
     import json
 
     folder = FIXTURE_AUDIO_DIR / model_name
     texts = json.loads((folder / "transcripts.json").read_text())["clips"]
-    paths = sorted(folder.glob("heldout_*.wav"))
-    return [load_audio(path, sample_rate) for path in paths], [texts[path.name]["text"] for path in paths]
+    return [(path, texts[path.name]["text"]) for path in sorted(folder.glob("heldout_*.wav"))]
+
+
+def held_out_clips(model_name: str, sample_rate: int) -> tuple[list[np.ndarray], list[str]]:
+    """The held-out clips of a trained model, loaded, and their reference texts."""
+    entries = held_out_entries(model_name)
+    return [load_audio(path, sample_rate) for path, _ in entries], [text for _, text in entries]

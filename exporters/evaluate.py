@@ -21,8 +21,10 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
+from exporters.audio import FIXTURE_AUDIO_DIR, held_out_entries, load_audio
 from exporters.decoding.batch import read_manifest
+from exporters.decoding.chunking import samples_per_frame
+from exporters.decoding.language_lock import WORD_BOUNDARY
 from exporters.errors import UserError
 from exporters.metadata import read_metadata
 from exporters.wer import char_error_rate, word_error_rate
@@ -107,7 +109,7 @@ def matched_tokens(reference: list[int], hypothesis: list[int]) -> int:
 
 def nemo_cut_frames(references: list[Decisions], clips: list[np.ndarray], tokenizer, frame_samples: int) -> list[int]:
     """Per clip, where its right-context check cuts: the start of the word nearest the middle, by NeMo."""
-    starts_word = lambda token: tokenizer.id_to_piece(int(token)).startswith("\u2581")  # noqa: E731
+    starts_word = lambda token: tokenizer.id_to_piece(int(token)).startswith(WORD_BOUNDARY)  # noqa: E731
     return [word_start_cut(ref.tokens, ref.frames, starts_word, len(clip) // 2 // frame_samples)
             for ref, clip in zip(references, clips)]
 
@@ -150,14 +152,10 @@ class Report:
 
 def held_out_manifest(model_name: str) -> list[tuple[Path, str]]:
     """The held-out clips of a trained model (fixtures/audio/<model>/) as manifest entries."""
-    import json
-
-    folder = FIXTURE_AUDIO_DIR / model_name
-    if not (folder / "transcripts.json").is_file():
+    if not (FIXTURE_AUDIO_DIR / model_name / "transcripts.json").is_file():
         raise UserError(f"no held-out set for model {model_name!r} (trained models have one: digits, sentences); "
                         "pass --manifest")
-    texts = json.loads((folder / "transcripts.json").read_text())["clips"]
-    return [(path, texts[path.name]["text"]) for path in sorted(folder.glob("heldout_*.wav"))]
+    return held_out_entries(model_name)
 
 
 def manifest_entries(manifest: Path | None, model_name: str) -> tuple[str, list[tuple[Path, str]]]:
@@ -237,19 +235,15 @@ class NemoReference:
     right_context: RightContext | None = None
 
 
-def frame_samples_of(model) -> int:
-    sample_rate = int(model.cfg.preprocessor.sample_rate)
-    return round(model.cfg.preprocessor.window_stride * sample_rate) * int(model.cfg.encoder.subsampling_factor)
-
-
 def nemo_reference(model, name: str, entries: list[tuple[Path, str]], right_context: bool = False) -> NemoReference:
+    from exporters.inspect_model import inspect_model
     from exporters.reference import NemoGreedy
 
-    sample_rate = int(model.cfg.preprocessor.sample_rate)
+    spec = inspect_model(model)
     decided = nemo_decisions(model, [path for path, _ in entries])
-    clips = [load_audio(path, sample_rate) for path, _ in entries]
+    clips = [load_audio(path, spec.sample_rate) for path, _ in entries]
     decisions = [d for d, _ in decided]
-    frame_samples = frame_samples_of(model)
+    frame_samples = samples_per_frame(spec)
     cuts = nemo_cut_frames(decisions, clips, model.tokenizer.tokenizer, frame_samples)
     flips = right_context_flips(lambda batch: NemoGreedy(model, batch).decide(), clips, cuts, frame_samples) \
         if right_context else None

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporters.compression import MIXED_CANDIDATES, NONE, VARIANTS, CompressionSettings, compress, plan_key
+from exporters.compression import (MIXED_CANDIDATES, NONE, VARIANTS, CompressionSettings, compress,
+                                   parameter_key, plan_key)
 from exporters.reference import NemoGreedy
 
 ORDER = (*MIXED_CANDIDATES, NONE)
@@ -53,7 +54,7 @@ def candidate_weights(model, contract, precision: str) -> dict[str, dict[str, np
 
     mlmodel = convert(trace(model, contract, "encoder"), contract["encoder"], precision,
                       COMPONENTS["encoder"].keep_fp32)
-    keys = [key for key in parameter_keys(model)]
+    keys = parameter_keys(model)
     by_format = {}
     with tempfile.TemporaryDirectory() as folder:
         for variant in MIXED_CANDIDATES:
@@ -61,13 +62,13 @@ def candidate_weights(model, contract, precision: str) -> dict[str, dict[str, np
             compress(mlmodel, CompressionSettings(variant, ("encoder",))).save(str(path))
             decompressed = MilExecutor(path).decompressed
             by_format[variant] = {key: decompressed[name] for name in decompressed
-                                  if (key := plan_key(name, dict.fromkeys(keys))) is not None}
+                                  if (key := plan_key(name, keys)) is not None}
     return by_format
 
 
 def parameter_keys(model) -> dict[str, torch.nn.Parameter]:
     """The model's encoder parameters by plan key ("encoder_layers_0_..._weight")."""
-    return {f"encoder.{name}".replace(".", "_"): parameter for name, parameter in model.encoder.named_parameters()}
+    return {parameter_key(f"encoder.{name}"): parameter for name, parameter in model.encoder.named_parameters()}
 
 
 def search_mixed_plan(model, contract, precision: str, clips: list[np.ndarray], names: list[str],
@@ -120,8 +121,6 @@ def search_mixed_plan(model, contract, precision: str, clips: list[np.ndarray], 
         for key in searched:
             set_weight(key, NONE)
     return plan, {key: originals[key].numel() for key in searched}
-
-
 
 
 def calibration_clips(model_name: str, manifest: Path | None, sample_rate: int) -> tuple[list[np.ndarray], list[str]]:

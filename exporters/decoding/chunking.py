@@ -112,8 +112,13 @@ def renormalized(features: dict, mean: np.ndarray, std: np.ndarray) -> dict:
     return {"mel": mel, "mel_length": features["mel_length"]}
 
 
+def samples_per_frame(spec) -> int:
+    """Audio samples per encoder frame of a ModelSpec (hop × subsampling)."""
+    return spec.subsampling_factor * spec.hop_length
+
+
 def check_chunking(contract, chunking: Chunking) -> None:
     """Fail early (one line) when the chunk and contexts do not fit the package window."""
     spec = contract.model
-    frame_samples = spec.subsampling_factor * spec.hop_length
+    frame_samples = samples_per_frame(spec)
     check_fits(*chunking.frames(frame_samples / spec.sample_rate), frame_samples, contract.window_samples)

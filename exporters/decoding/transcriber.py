@@ -26,7 +26,7 @@ import numpy as np
 
 from exporters.contract import Contract, contract_from_metadata
 from exporters.decoding.chunking import (Chunk, Chunking, chunk_mel_frames, plan_chunks, raw_log_mel,
-                                         renormalized, utterance_statistics)
+                                         renormalized, samples_per_frame, utterance_statistics)
 from exporters.decoding.language_lock import LanguageLock
 from exporters.decoding.tdt import TdtHypothesis, decide_from_logits, greedy_tdt_decode
 from exporters.decoding.timestamps import (TokenTiming, WordTiming, group_words, punctuation_pieces,
@@ -82,7 +82,7 @@ class Transcriber:
     @property
     def frame_samples(self) -> int:
         """Audio samples per encoder frame (hop × subsampling)."""
-        return self.contract.model.subsampling_factor * self.contract.model.hop_length
+        return samples_per_frame(self.contract.model)
 
     @property
     def frame_seconds(self) -> float:

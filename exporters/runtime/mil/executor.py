@@ -260,8 +260,7 @@ class _Compiler:
         except Exception as error:
             raise InvalidProgramError(f"op {step.op_name!r} ({step.op_type}) cannot decompress: {error}") from error
         for (name, dtype), value in zip(step.outputs, values, strict=True):
-            stored = _stored(value, dtype)
-            self.consts[name] = _kernel_value(stored.astype(FP16) if dtype == FP16 else stored)
+            self.consts[name] = _kernel_value(_stored(value, dtype))  # fp16: rounded, held in fp32 as consts are
             self.folded.append(name)
 
     def _binding(self, binding: MIL_pb2.Argument.Binding) -> Ref:
