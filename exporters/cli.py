@@ -77,7 +77,8 @@ def convert(
     precision: str = typer.Option("fp32", help="Compute precision: fp32 or fp16 (I/O stays fp32/int32)."),
     components: str = typer.Option(ALL_COMPONENTS, help="Comma-separated components, or 'all'."),
     compute_units: str = typer.Option("auto", help="Recommended runtime compute units recorded per package "
-                                                   "(auto: CPU_AND_GPU for waveform input, ALL otherwise)."),
+                                                   "(auto: ALL; CPU_AND_GPU where a tensor dimension "
+                                                   "exceeds the Neural Engine's 16384)."),
     author: Optional[str] = typer.Option(None, help="Author recorded in metadata.json (default: git user)."),
     layout: str = typer.Option("default", help="default (seven parakeet_*.mlpackage) or fluidaudio (the four "
                                                "packages and vocabulary FluidAudio's v3 loader opens)."),

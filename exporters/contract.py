@@ -19,6 +19,9 @@ Layout decisions (made once, here):
 - The single-step joint_decision names its inputs `encoder_step` / `decoder_step`, as FluidAudio's
   JointDecisionv3 does (a streaming loop feeds it one encoder frame and one decoder step).
 - Lengths are int32 `[1]`.
+- The waveform is framed: `audio_signal` is `[1, S / hop, hop]`, sample r·hop + c at `[0, r, c]` (a plain
+  reshape of the zero-padded `[1, S]` window), so no tensor in any package has a dimension over the
+  Neural Engine's 16384. A layout whose runtime feeds a flat `[1, S]` (FluidAudio) keeps that shape.
 - The preprocessor also returns the per-feature mean and std it normalized with, `[1, n_mels, 1]`,
   so a host decoding long audio in windows can renormalize with the whole utterance's statistics.
 """
@@ -36,6 +39,8 @@ DECODER_STEPS = 1
 DEFAULT_TOP_K = 8
 
 FP32 = "fp32"
+# The Neural Engine compiler rejects a tensor with a larger dimension (the whole package then runs on CPU/GPU).
+NEURAL_ENGINE_MAX_DIMENSION = 16384
 INT32 = "int32"
 TOKEN_BIAS = "token_bias"
 
@@ -71,6 +76,12 @@ class ComponentContract:
     outputs: tuple[TensorSpec, ...]
     waveform_input: bool = False
     package_stem: str = ""
+
+    @property
+    def fits_neural_engine(self) -> bool:
+        """Every input and output dimension within the Neural Engine's limit."""
+        return all(size <= NEURAL_ENGINE_MAX_DIMENSION for spec in (*self.inputs, *self.outputs)
+                   for size in spec.shape)
 
     @property
     def package_name(self) -> str:
@@ -116,6 +127,12 @@ class Contract:
             raise KeyError(f"the {self.layout.name} layout has no {name} package "
                            f"(it has {', '.join(self.components)})") from None
 
+    def audio_feed(self, audio_signal, audio_length) -> dict:
+        """A waveform package's inputs from a zero-padded window of S samples ([1, S] or [S]) and its valid
+        length: the samples laid out as the contract's audio_signal (framed, or flat in some layouts)."""
+        shape = next(c.input("audio_signal").shape for c in self.components.values() if c.waveform_input)
+        return {"audio_signal": audio_signal.reshape(shape), "audio_length": audio_length}
+
     def with_layout(self, layout: str) -> Contract:
         """The same interfaces with another layout's packages and file names."""
         return build_contract(self.model, self.mel_frames, self.encoder_frames,
@@ -142,7 +159,10 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
     check_top_k(top_k, spec.num_token_logits)
     chosen = layout_named(layout)
     samples = int(round(window_seconds * spec.sample_rate))
-    audio = (TensorSpec("audio_signal", (1, samples), FP32, "mono waveform at sample_rate, zero-padded"),
+    audio_shape = (1, samples) if chosen.flat_waveform else framed_shape(samples, spec.hop_length)
+    audio = (TensorSpec("audio_signal", audio_shape, FP32,
+                        "mono waveform at sample_rate, zero-padded" + ("" if chosen.flat_waveform else
+                                                                        ", sample r·hop + c at [0, r, c]")),
              TensorSpec("audio_length", (1,), INT32, "valid samples in audio_signal", samples))
     mel = (TensorSpec("mel", (1, spec.n_mels, mel_frames), FP32, "normalized log-mel features"),
            TensorSpec("mel_length", (1,), INT32, "valid mel frames", mel_frames))
@@ -198,6 +218,13 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
     chosen_components = {c.name: replace(c, package_stem=chosen.package_stems.get(c.name, ""))
                          for c in components if chosen.has(c.name)}
     return Contract(spec, samples, mel_frames, encoder_frames, chosen_components, top_k, chosen)
+
+
+def framed_shape(window_samples: int, hop: int) -> tuple[int, int, int]:
+    """[1, rows, hop]: the framed waveform layout of a window (one row per STFT hop)."""
+    if window_samples % hop:
+        raise UserError(f"a window of {window_samples} samples is no whole number of {hop}-sample hops")
+    return 1, window_samples // hop, hop
 
 
 def check_top_k(top_k: int, num_token_logits: int | None = None) -> None:

@@ -28,8 +28,8 @@ from exporters.metadata import FILENAME, build_metadata, default_author, package
 PRECISIONS = ("fp32", "fp16")
 COMPUTE_UNITS = COREML_COMPUTE_UNITS
 AUTO_COMPUTE_UNITS = "auto"
-# The Neural Engine rejects tensor dimensions over 16384; waveform inputs are 240000 samples long.
-WAVEFORM_COMPUTE_UNITS = "CPU_AND_GPU"
+# For packages with a tensor dimension the Neural Engine rejects (a flat waveform input).
+BEYOND_NEURAL_ENGINE_UNITS = "CPU_AND_GPU"
 DEFAULT_COMPUTE_UNITS = "ALL"
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -60,7 +60,7 @@ class ExportSettings:
     def recommended_compute_units(self, component: ComponentContract) -> str:
         if self.compute_units != AUTO_COMPUTE_UNITS:
             return self.compute_units
-        return WAVEFORM_COMPUTE_UNITS if component.waveform_input else DEFAULT_COMPUTE_UNITS
+        return DEFAULT_COMPUTE_UNITS if component.fits_neural_engine else BEYOND_NEURAL_ENGINE_UNITS
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ layout; a layout only picks packages, names their files and adds the files a run
 - `fluidaudio`: what FluidAudio's Parakeet v3 loader opens (0.15.x; read from its sources, listed in
   fixtures/fluidaudio/interface.json): Preprocessor, Encoder, Decoder and JointDecisionv3 (our
   single-step joint_decision), plus `parakeet_vocab.json`. FluidAudio opens compiled `.mlmodelc`
-  bundles of these names: `parakeet-coreml compile` makes them on macOS.
+  bundles of these names: `parakeet-coreml compile` makes them on macOS. FluidAudio feeds the
+  preprocessor a flat [1, 240000] waveform, so this layout keeps that input (its preprocessor then
+  cannot use the Neural Engine; FluidAudio runs it on the CPU anyway).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Layout:
     package_stems: dict[str, str] = field(default_factory=dict)
     vocabulary_file: str | None = None  # a {"id": "piece"} JSON map of the tokenizer, beside the packages
     folder_name: str | None = None  # the directory name the runtime looks for
+    flat_waveform: bool = False  # audio_signal [1, S] as the runtime feeds it, not framed [1, S / hop, hop]
 
     def has(self, component: str) -> bool:
         return not self.package_stems or component in self.package_stems
@@ -38,7 +41,7 @@ LAYOUTS = {
     "fluidaudio": Layout(
         "fluidaudio", {"preprocessor": "Preprocessor", "encoder": "Encoder", "decoder": "Decoder",
                        "joint_decision_single_step": "JointDecisionv3"},
-        vocabulary_file="parakeet_vocab.json", folder_name=FLUIDAUDIO_FOLDER),
+        vocabulary_file="parakeet_vocab.json", folder_name=FLUIDAUDIO_FOLDER, flat_waveform=True),
 }
 
 

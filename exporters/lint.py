@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from exporters.contract import NEURAL_ENGINE_MAX_DIMENSION
 from exporters.errors import UserError
 from exporters.metadata import read_metadata, write_metadata
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 DEFAULT_TARGET = "iOS17"
-ANE_MAX_DIMENSION = 16384
 MAX_RANK = 5
 NEURAL_ENGINE_UNITS = ("CPU_AND_NE", "ALL")
 # MIL ops the Neural Engine has no kernel for: Core ML runs them on CPU (or GPU) and splits the model
@@ -169,17 +169,17 @@ def largest_shapes(rule: ShapeRule) -> list[tuple[int, ...]]:
 
 def check_dimensions(program: Program) -> Iterator[Finding]:
     """Tensors with a dimension over 16384 are rejected by the Neural Engine compiler."""
-    consequence = f"> {ANE_MAX_DIMENSION}: no Neural Engine, Core ML falls back to CPU/GPU"
+    consequence = f"> {NEURAL_ENGINE_MAX_DIMENSION}: no Neural Engine, Core ML falls back to CPU/GPU"
     features = [(f"input {spec.name}", shape) for spec in program.mil.inputs
                 for shape in largest_shapes(program.mil.input_rules[spec.name])]
     features += [(f"output {spec.name}", spec.shape) for spec in program.mil.outputs]
     for label, shape in features:
-        if max(shape, default=0) > ANE_MAX_DIMENSION:
+        if max(shape, default=0) > NEURAL_ENGINE_MAX_DIMENSION:
             yield program.finding(WARNING, RULE_DIMENSION, None, f"{label} {list(shape)} {consequence}")
     for op in program.ops:
         for output in op.outputs:
             dims = known_dims(output.type)
-            if max(dims, default=0) > ANE_MAX_DIMENSION:
+            if max(dims, default=0) > NEURAL_ENGINE_MAX_DIMENSION:
                 yield program.finding(WARNING, RULE_DIMENSION, op, f"{output.name} {dims} {consequence}")
 
 
@@ -435,7 +435,7 @@ def check_compute_units(metadata: dict, findings: dict[str, list[Finding]]) -> l
         if units in NEURAL_ENGINE_UNITS and rejected:
             inconsistent.append(Finding(entry["file"], ERROR, RULE_COMPUTE_UNITS, None,
                                         f"metadata recommends {units}, but the Neural Engine rejects "
-                                        f"{len(rejected)} of its tensors (dimension > {ANE_MAX_DIMENSION}); "
+                                        f"{len(rejected)} of its tensors (dimension > {NEURAL_ENGINE_MAX_DIMENSION}); "
                                         f"recommend CPU_AND_GPU"))
     return inconsistent
 

@@ -6,12 +6,13 @@ import torch
 
 from exporters.components.base import Component, pad_frames, trim
 from exporters.components.encoder import EncoderWrapper
-from exporters.components.preprocessor import PreprocessorWrapper, in_preprocessor
+from exporters.components.preprocessor import PreprocessorWrapper, flat_waveform, in_preprocessor
 from exporters.inspect_model import encoder_frames, mel_frames
 
 
 class MelEncoderWrapper(torch.nn.Module):
-    """audio_signal [1, S], audio_length [1] → encoder [1, D, T], encoder_length [1]."""
+    """audio_signal (the preprocessor's waveform layout), audio_length [1] → encoder [1, D, T],
+    encoder_length [1]."""
 
     def __init__(self, preprocessor: PreprocessorWrapper, encoder: EncoderWrapper):
         super().__init__()
@@ -26,6 +27,7 @@ class MelEncoderWrapper(torch.nn.Module):
 def nemo_mel_encoder(model, contract=None):
     """NeMo's preprocessor + encoder on the file alone, padded to the window's encoder frames."""
     def run(audio_signal, audio_length):
+        audio_signal = flat_waveform(audio_signal)
         encoded, encoded_length = model.forward(input_signal=trim(audio_signal, audio_length),
                                                 input_signal_length=audio_length.long())
         window_frames = encoder_frames(model, mel_frames(model, audio_signal.shape[-1]))
@@ -35,7 +37,7 @@ def nemo_mel_encoder(model, contract=None):
 
 MEL_ENCODER = Component(
     "mel_encoder",
-    wrap=lambda model, contract: MelEncoderWrapper(PreprocessorWrapper(model.preprocessor),
+    wrap=lambda model, contract: MelEncoderWrapper(PreprocessorWrapper(model.preprocessor, contract.window_samples),
                                                    EncoderWrapper(model.encoder)),
     reference=nemo_mel_encoder, gate="audio", keep_fp32=in_preprocessor,
 )

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 
 from exporters.components.base import Component, pad_frames, trim
+from exporters.contract import framed_shape
 from exporters.inspect_model import mel_frames
 
 
 def exact_dft_basis(n_fft: int, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windowed one-sided DFT basis [n_fft//2 + 1, 1, n_fft] (real, imaginary), computed in float64.
+    """Windowed one-sided DFT basis [n_fft//2 + 1, n_fft] (real, imaginary), computed in float64.
 
     coremltools lowers torch.stft to a conv whose basis is cos/sin of k·n·2π/N evaluated in fp32;
     for k·n up to ~1.3e5 that angle carries ~1e-4 rad of rounding error, which shows up as log-mel
@@ -26,24 +27,57 @@ def exact_dft_basis(n_fft: int, window: torch.Tensor) -> tuple[torch.Tensor, tor
     angle = 2 * np.pi * ((k * n) % n_fft) / n_fft
     real = np.cos(angle) * padded_window
     imaginary = -np.sin(angle) * padded_window
-    return (torch.from_numpy(real[:, None, :]).float(), torch.from_numpy(imaginary[:, None, :]).float())
+    return torch.from_numpy(real).float(), torch.from_numpy(imaginary).float()
 
 
-def centered_signal(signal: torch.Tensor, length: torch.Tensor, half: int, mode: str = "reflect") -> torch.Tensor:
-    """torch.stft(center=True)'s padded input for the unpadded file signal[:, :length].
+def sample_index(rows: int, hop: int) -> torch.Tensor:
+    """[1, rows, hop]: the position in the file of every sample of a framed waveform."""
+    return (torch.arange(rows).unsqueeze(1) * hop + torch.arange(hop).unsqueeze(0)).unsqueeze(0)
 
-    Returns [1, N + 2·half]: position p (from -half) holds sample p, padded past both ends of the file
-    as torch pads an unpadded one: `reflect` mirrors (-p holds sample p; length + j holds sample
-    length - 2 - j), `constant` holds zeros. Whatever the caller left after `length` is never read.
-    Reflections falling before sample 0 (only when length <= half, where NeMo's own STFT raises) hold zeros.
+
+def preemphasized(signal: torch.Tensor, length: torch.Tensor, coefficient: float | None) -> torch.Tensor:
+    """NeMo's pre-emphasis (y[0] = x[0], y[i] = x[i] − a·x[i−1]) on a framed waveform [1, rows, hop],
+    zero from `length` on. The previous sample of a row's first column is the last column of the row above."""
+    _, rows, hop = signal.shape
+    if coefficient is not None:
+        row_ends = torch.cat([torch.zeros_like(signal[:, :1, -1:]), signal[:, :-1, -1:]], dim=1)
+        signal = signal - coefficient * torch.cat([row_ends, signal[:, :, :-1]], dim=2)
+    return signal.masked_fill(sample_index(rows, hop) >= length, 0.0)
+
+
+def stft_frames(signal: torch.Tensor, length: torch.Tensor, n_fft: int, mode: str) -> torch.Tensor:
+    """The [frames, n_fft] windows torch.stft(center=True) takes from the unpadded file signal[:length],
+    gathered from a framed waveform [1, rows, hop] (frames = rows + 1).
+
+    Frame t starts at sample t·hop − n_fft/2. Past both ends of the file, `reflect` mirrors (−p holds sample
+    p; length + j holds sample length − 2 − j) and `constant` holds zeros, as torch pads an unpadded file.
+    Samples at or after `length` are never read; reflections before sample 0 (only when length <= n_fft/2,
+    where NeMo's own STFT raises) hold zeros. Every tensor stays [frames, n_fft] or smaller, within the
+    Neural Engine's 16384 per dimension.
     """
-    position = torch.arange(-half, signal.shape[-1] + half, device=signal.device)
+    _, rows, hop = signal.shape
+    position = torch.arange(rows + 1).unsqueeze(1) * hop + torch.arange(n_fft).unsqueeze(0) - n_fft // 2
     if mode == "reflect":
         position = position.abs()
         position = torch.where(position < length, position, 2 * (length - 1) - position)
     outside = torch.logical_or(position < 0, position >= length)
-    picked = torch.gather(signal, 1, position.clamp(0, signal.shape[-1] - 1).unsqueeze(0))
-    return picked.masked_fill(outside.unsqueeze(0), 0.0)
+    position = position.clamp(0, rows * hop - 1)
+    return signal[0][position // hop, position % hop].masked_fill(outside, 0.0)
+
+
+class FramedStft:
+    """torch.stft(center=True, one-sided) of the unpadded file as |X|, from a framed waveform: the frames
+    times an exact DFT basis. Valid frames of a zero-padded window equal NeMo's STFT of the file alone."""
+
+    def __init__(self, featurizer: torch.nn.Module, mode: str):
+        self.n_fft = featurizer.n_fft
+        self.mode = mode
+        self.real_basis, self.imaginary_basis = exact_dft_basis(featurizer.n_fft, featurizer.window)
+
+    def __call__(self, signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real, imaginary), each [1, n_fft//2 + 1, frames] as torch.stft lays them out."""
+        frames = stft_frames(signal, length, self.n_fft, self.mode)
+        return ((frames @ self.real_basis.T).T.unsqueeze(0), (frames @ self.imaginary_basis.T).T.unsqueeze(0))
 
 
 def stft_pad_mode(featurizer: torch.nn.Module) -> str:
@@ -51,44 +85,28 @@ def stft_pad_mode(featurizer: torch.nn.Module) -> str:
 
     Read off its output on a probe signal rather than off the NeMo version.
     """
-    n_fft = featurizer.n_fft
-    probe = torch.linspace(0.1, 1.0, n_fft).unsqueeze(0)
+    n_fft, hop = featurizer.n_fft, featurizer.hop_length
+    rows = -(-n_fft // hop)
+    probe = torch.zeros(1, rows * hop)
+    probe[0, :n_fft] = torch.linspace(0.1, 1.0, n_fft)
     with torch.no_grad():
-        nemo_frame = type(featurizer).stft(featurizer, probe)[..., 0]
-        errors = {mode: (ConvStft(featurizer, torch.tensor([n_fft]), mode)(probe)[..., 0] - nemo_frame).abs().max()
-                  for mode in ("reflect", "constant")}
+        nemo_frame = type(featurizer).stft(featurizer, probe[:, :n_fft])[..., 0]
+        errors = {}
+        for mode in ("reflect", "constant"):
+            real, imaginary = FramedStft(featurizer, mode)(probe.reshape(1, rows, hop), torch.tensor([n_fft]))
+            errors[mode] = (torch.complex(real, imaginary)[..., 0] - nemo_frame).abs().max()
     return min(errors, key=errors.get)
 
 
-class ConvStft:
-    """torch.stft(center=True, one-sided) of the unpadded file, as two convolutions with an exact basis:
-    valid frames of a zero-padded window equal NeMo's STFT of the file alone."""
-
-    def __init__(self, featurizer: torch.nn.Module, length: torch.Tensor, mode: str = "reflect"):
-        self.n_fft = featurizer.n_fft
-        self.hop_length = featurizer.hop_length
-        self.length = length
-        self.mode = mode
-        self.real_basis, self.imaginary_basis = exact_dft_basis(featurizer.n_fft, featurizer.window)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        padded = centered_signal(x, self.length, self.n_fft // 2, self.mode).unsqueeze(1)
-        real = torch.nn.functional.conv1d(padded, self.real_basis, stride=self.hop_length)
-        imaginary = torch.nn.functional.conv1d(padded, self.imaginary_basis, stride=self.hop_length)
-        return torch.complex(real, imaginary)
-
-
-@contextlib.contextmanager
-def exact_stft(featurizer: torch.nn.Module, length: torch.Tensor, mode: str):
-    """Run NeMo's featurizer with ConvStft (true end at `length`, ends padded by `mode`) in place of its
-    torch.stft call."""
-    if featurizer.exact_pad:
-        raise NotImplementedError("exact_pad featurizers (center=False) are not supported")
-    featurizer.stft = ConvStft(featurizer, length, mode)
-    try:
-        yield featurizer
-    finally:
-        del featurizer.stft
+def supported_featurizer(featurizer: torch.nn.Module) -> torch.nn.Module:
+    """The featurizer settings the framed front end reproduces (v3's); anything else is refused."""
+    unsupported = {"exact_pad (center=False)": featurizer.exact_pad, "frame_splicing": featurizer.frame_splicing != 1,
+                   f"normalize={featurizer.normalize!r}": featurizer.normalize != "per_feature",
+                   f"pad_to={featurizer.pad_to}": featurizer.pad_to not in (0, None),
+                   "use_grads": featurizer.use_grads, "log=False": not featurizer.log}
+    if found := [name for name, present in unsupported.items() if present]:
+        raise NotImplementedError(f"unsupported featurizer settings: {', '.join(found)}")
+    return featurizer
 
 
 @contextlib.contextmanager
@@ -102,46 +120,66 @@ def normalization_off(featurizer: torch.nn.Module):
 
 
 class NormalizedFrontEnd(torch.nn.Module):
-    """NeMo's featurizer on the file (exact STFT, padded at the true end as NeMo's own STFT pads), then
-    NeMo's own per-feature normalization, returning the statistics it normalized with (so long audio can be renormalized
-    with the whole utterance's statistics, as NeMo computes them)."""
+    """NeMo's FilterbankFeatures on the file (pre-emphasis, STFT padded at the true end as NeMo's own STFT
+    pads, power, mel filterbank, log, per-feature normalization), step for step, on a framed waveform
+    [1, rows, hop]. Returns the statistics it normalized with (so long audio can be renormalized with the
+    whole utterance's statistics, as NeMo computes them)."""
 
     def __init__(self, featurizer: torch.nn.Module):
         super().__init__()
-        if featurizer.normalize != "per_feature":
-            raise NotImplementedError(f"normalize={featurizer.normalize!r}: only per_feature (v3's) is supported")
-        self.featurizer = featurizer
-        self.pad_mode = stft_pad_mode(featurizer)  # probed once, not on every call
+        self.featurizer = supported_featurizer(featurizer)
+        self.stft = FramedStft(featurizer, stft_pad_mode(featurizer))  # probed once, not on every call
 
-    def forward(self, audio_signal: torch.Tensor, length: torch.Tensor):
+    def forward(self, signal: torch.Tensor, length: torch.Tensor):
         from nemo.collections.asr.parts.preprocessing.features import normalize_batch
 
-        with exact_stft(self.featurizer, length, self.pad_mode), normalization_off(self.featurizer):
-            log_mel, mel_length = self.featurizer(audio_signal, length)
+        featurizer = self.featurizer
+        mel_length = torch.where(length == 0, 0, featurizer.get_seq_len(length))  # as NeMo guards empty input
+        real, imaginary = self.stft(preemphasized(signal, length, featurizer.preemph), length)
+        power = torch.sqrt(real.pow(2) + imaginary.pow(2))
+        if featurizer.mag_power != 1.0:
+            power = power.pow(featurizer.mag_power)
+        log_mel = log_with_guard(featurizer, torch.matmul(featurizer.fb.to(power.dtype), power))
         mel, mean, std = normalize_batch(log_mel, mel_length, "per_feature")
         past = torch.arange(mel.shape[-1], device=mel.device).unsqueeze(0) >= mel_length.unsqueeze(1)
-        mel = mel.masked_fill(past.unsqueeze(1), self.featurizer.pad_value)
+        mel = mel.masked_fill(past.unsqueeze(1), featurizer.pad_value)
         return mel, mel_length, mean.unsqueeze(-1), std.unsqueeze(-1)
 
 
-class PreprocessorWrapper(torch.nn.Module):
-    """audio_signal [1, S] fp32, audio_length [1] int32 → mel [1, n_mels, M], mel_length [1] int32,
-    feature_mean, feature_std [1, n_mels, 1] fp32.
+def log_with_guard(featurizer: torch.nn.Module, mel: torch.Tensor) -> torch.Tensor:
+    """NeMo's log with its zero guard, added or clamped."""
+    guard = featurizer.log_zero_guard_value_fn(mel)
+    if featurizer.log_zero_guard_type == "add":
+        return torch.log(mel + guard)
+    return torch.log(torch.clamp(mel, min=guard))
 
-    Valid frames equal NeMo's preprocessor on the unpadded audio_signal[:, :audio_length]; samples
+
+class PreprocessorWrapper(torch.nn.Module):
+    """audio_signal [1, rows, hop] (the contract's framed waveform: sample r·hop + c at [0, r, c]; a flat
+    [1, S] in layouts whose runtime feeds one) fp32, audio_length [1] int32 → mel [1, n_mels, M],
+    mel_length [1] int32, feature_mean, feature_std [1, n_mels, 1] fp32.
+
+    Valid frames equal NeMo's preprocessor on the unpadded file (the first audio_length samples); samples
     after audio_length change nothing (frames past mel_length are NeMo's pad value, 0).
     feature_mean / feature_std are what NeMo's per-feature normalization used (std includes its
     1e-5 guard): mel × feature_std + feature_mean is the log-mel before normalization.
     """
 
-    def __init__(self, preprocessor: torch.nn.Module):
+    def __init__(self, preprocessor: torch.nn.Module, window_samples: int):
         super().__init__()
         # Held as `preprocessor`: fp16 exports keep every op in this scope fp32 (in_preprocessor).
         self.preprocessor = NormalizedFrontEnd(preprocessor.featurizer)
+        self.framed_shape = framed_shape(window_samples, preprocessor.featurizer.hop_length)
 
     def forward(self, audio_signal: torch.Tensor, audio_length: torch.Tensor):
-        mel, mel_length, mean, std = self.preprocessor(audio_signal, audio_length.long())
+        framed = audio_signal.reshape(self.framed_shape)  # a no-op on the framed layout
+        mel, mel_length, mean, std = self.preprocessor(framed, audio_length.long())
         return mel, mel_length.int(), mean, std
+
+
+def flat_waveform(audio_signal: torch.Tensor) -> torch.Tensor:
+    """[1, S] samples in file order, from either waveform layout."""
+    return audio_signal.reshape(1, -1)
 
 
 def in_preprocessor(op) -> bool:
@@ -165,10 +203,10 @@ def nemo_preprocessor(model, contract=None):
     NeMo raises for files of n_fft / 2 samples or fewer (torch's reflect padding needs more).
     """
     def run(audio_signal, audio_length):
-        mel, mel_length = model.preprocessor(input_signal=trim(audio_signal, audio_length),
-                                             length=audio_length.long())
-        mean, std = nemo_feature_stats(model, audio_signal, audio_length)
-        return pad_frames(mel, mel_frames(model, audio_signal.shape[-1])), mel_length.int(), mean, std
+        signal = flat_waveform(audio_signal)
+        mel, mel_length = model.preprocessor(input_signal=trim(signal, audio_length), length=audio_length.long())
+        mean, std = nemo_feature_stats(model, signal, audio_length)
+        return pad_frames(mel, mel_frames(model, signal.shape[-1])), mel_length.int(), mean, std
     return run
 
 
@@ -180,11 +218,12 @@ def nemo_feature_stats(model, audio_signal: torch.Tensor, audio_length: torch.Te
     normalize = featurizer.normalize
     length = audio_length.long()
     with torch.no_grad(), normalization_off(featurizer):
-        log_mel, frames = featurizer(trim(audio_signal, length), length)
+        log_mel, frames = featurizer(trim(flat_waveform(audio_signal), length), length)
     _, mean, std = normalize_batch(log_mel, frames, normalize)
     return mean.unsqueeze(-1), std.unsqueeze(-1)
 
 
-PREPROCESSOR = Component("preprocessor", wrap=lambda model, contract: PreprocessorWrapper(model.preprocessor),
+PREPROCESSOR = Component("preprocessor",
+                         wrap=lambda model, contract: PreprocessorWrapper(model.preprocessor, contract.window_samples),
                          reference=nemo_preprocessor, gate="audio", keep_fp32=in_preprocessor,
                          plots={"mel": "mel_plot"})

@@ -101,7 +101,7 @@ class Transcriber:
         window = samples[chunk.window_start:chunk.window_end]
         audio_signal = np.zeros((1, self.contract.window_samples), np.float32)
         audio_signal[0, :len(window)] = window
-        return {"audio_signal": audio_signal, "audio_length": np.array([len(window)], np.int32)}
+        return self.contract.audio_feed(audio_signal, np.array([len(window)], np.int32))
 
     def encoded_windows(self, samples: np.ndarray, chunks: list[Chunk]):
         """(chunk, encoder frames, valid frames) per chunk. With several chunks and the modular front end,

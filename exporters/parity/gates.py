@@ -65,8 +65,9 @@ def valid_encoder_frames(expected: dict, actual: dict) -> None:
 
 def audio_gate(gate: GateContext, name: str, package: Runtime, case: str, audio_signal: np.ndarray,
                audio_length: np.ndarray) -> list[Diff]:
-    """preprocessor or mel_encoder: waveform in, compared output by output."""
-    inputs = {"audio_signal": audio_signal, "audio_length": audio_length}
+    """preprocessor or mel_encoder: waveform in (a zero-padded [1, S] window, fed in the contract's layout),
+    compared output by output."""
+    inputs = gate.contract.audio_feed(audio_signal, audio_length)
     expected = gate.reference(name).predict(inputs)
     actual = package.predict(inputs)
     valid_encoder_frames(expected, actual)
@@ -78,7 +79,7 @@ def encoder_gate(gate: GateContext, package: Runtime, case: str, audio_signal: n
                  audio_length: np.ndarray) -> list[Diff]:
     """encoder on NeMo's own mel features of a clip (window-padded with zeros, as the preprocessor gives)."""
     mel = gate.contract["encoder"].pick_inputs(gate.reference("preprocessor").predict(
-        {"audio_signal": audio_signal, "audio_length": audio_length}))
+        gate.contract.audio_feed(audio_signal, audio_length)))
     expected = gate.reference("encoder").predict(mel)
     actual = package.predict(mel)
     valid_encoder_frames(expected, actual)

@@ -55,6 +55,23 @@ def test_time_axes_follow_the_fixed_window(tiny_contract):
     assert tiny_contract["joint"].output("logits").shape[-1] == spec.vocab_size + 1 + len(spec.durations)
 
 
+def test_waveform_is_framed_within_neural_engine_limits(tiny_contract):
+    """Coverage: the default layout frames the waveform one row per hop, a plain reshape of the flat window
+    (sample r·hop + c at [0, r, c]), so no contract tensor exceeds 16384 in any dimension; the fluidaudio
+    layout keeps the flat [1, S] its runtime feeds."""
+    hop, samples = tiny_contract.model.hop_length, tiny_contract.window_samples
+    for name in ("preprocessor", "mel_encoder"):
+        assert tiny_contract[name].input("audio_signal").shape == (1, samples // hop, hop)
+    assert all(component.fits_neural_engine for component in tiny_contract.components.values())
+    flat = np.arange(samples, dtype=np.float32)
+    feed = tiny_contract.audio_feed(flat[None], np.array([samples], np.int32))
+    row, column = 1234, hop - 1
+    assert feed["audio_signal"][0, row, column] == row * hop + column
+    fluidaudio = tiny_contract.with_layout("fluidaudio")
+    assert fluidaudio["preprocessor"].input("audio_signal").shape == (1, samples)
+    assert not fluidaudio["preprocessor"].fits_neural_engine
+
+
 def test_contract_frames_equal_nemo_lengths(tiny_model, tiny_contract):
     """Coverage: the contract's frame counts are the widths NeMo itself emits on a full window; its valid
     lengths fit in them (NeMo 2.x counts every frame valid, NeMo 3.0 one mel frame fewer)."""
@@ -94,8 +111,8 @@ def test_metadata_agrees_with_packages_and_contract(tiny_packages, tiny_contract
         path = tiny_packages / entry["file"]
         assert entry["file"] == tiny_contract[name].package_name
         assert entry["size_bytes"] == sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        waveform = tiny_contract[name].waveform_input
-        assert (entry["recommended_compute_units"] == "CPU_AND_GPU") == waveform
+        assert tiny_contract[name].fits_neural_engine
+        assert entry["recommended_compute_units"] == "ALL"
     provenance = metadata["provenance"]
     assert set(provenance["versions"]) == {"python", "torch", "coremltools", "nemo"}
     assert provenance["exported_at"] and provenance["author"]

@@ -238,6 +238,29 @@ def test_gather_with_batch_dims():
     np.testing.assert_array_equal(out, torch.gather(torch.from_numpy(x), 1, wrapped).numpy())
 
 
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=4), depth_choice=st.integers(1, 4),
+       batch_choice=st.integers(0, 1), index_shape=st.lists(st.integers(1, 3), max_size=2), seed=st.integers(0, 2**16))
+def test_gather_nd_matches_torch(shape, depth_choice, batch_choice, index_shape, seed):
+    """gather_nd (K coordinates per index, optional batch_dims, negative coordinates wrapping) vs torch
+    advanced indexing with one index tensor per axis."""
+    batch_dims = min(batch_choice, len(shape) - 1)
+    depth = 1 + (depth_choice - 1) % (len(shape) - batch_dims)
+    x = randn(seed, *shape)
+    indexed = shape[batch_dims:batch_dims + depth]
+    rng = np.random.default_rng(seed)
+    indices = np.stack([rng.integers(-size, size, size=shape[:batch_dims] + index_shape) for size in indexed],
+                       axis=-1).astype(np.int32)
+    (out,) = run("gather_nd", x=x, indices=indices, batch_dims=batch_dims)
+    wrapped = [torch.as_tensor(indices[..., k].astype(np.int64) % size) for k, size in enumerate(indexed)]
+    tx = torch.from_numpy(x)
+    if batch_dims:
+        rows = torch.arange(shape[0]).reshape((-1,) + (1,) * len(index_shape))
+        expected = tx[(rows, *wrapped)]
+    else:
+        expected = tx[tuple(wrapped)]
+    np.testing.assert_array_equal(out, expected.numpy())
+
+
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), axis_choice=st.integers(0, 2),
        picks=st.integers(1, 4), seed=st.integers(0, 2**16))
 def test_gather_along_axis_matches_torch(shape, axis_choice, picks, seed):

@@ -13,9 +13,7 @@ from exporters import lint
 from exporters.cli import app
 from exporters.metadata import read_metadata
 
-WAVEFORM_PACKAGES = ("parakeet_preprocessor.mlpackage", "parakeet_mel_encoder.mlpackage")
-OTHER_PACKAGES = ("parakeet_encoder.mlpackage", "parakeet_decoder.mlpackage", "parakeet_joint.mlpackage",
-                  "parakeet_joint_decision.mlpackage", "parakeet_joint_decision_single_step.mlpackage")
+FLAT_WAVEFORM_PACKAGE = "Preprocessor.mlpackage"  # the fluidaudio layout's: FluidAudio feeds [1, 240000]
 runner = CliRunner()
 
 
@@ -28,6 +26,16 @@ def tiny_export(request):
 @pytest.fixture(scope="module")
 def tiny_findings(tiny_export):
     return lint.lint_directory(tiny_export)
+
+
+@pytest.fixture(scope="module")
+def fluidaudio_export(load_subject):
+    return load_subject("tiny").packages("fp32", "fluidaudio")
+
+
+@pytest.fixture(scope="module")
+def fluidaudio_findings(fluidaudio_export):
+    return lint.lint_directory(fluidaudio_export)
 
 
 @pytest.fixture
@@ -50,18 +58,23 @@ def save_mil_program(program, path, precision="fp32"):
     return path
 
 
-def test_waveform_packages_flagged_for_dimensions(tiny_findings):
-    """Coverage: the 240000-sample waveform input of preprocessor and mel_encoder breaks the 16384 limit."""
-    for package in WAVEFORM_PACKAGES:
-        flagged = rules(tiny_findings[package], lint.RULE_DIMENSION, lint.WARNING)
-        assert any(f.op is None and "audio_signal [1, 240000]" in f.message for f in flagged), flagged
-        assert any(f.op is not None for f in flagged)
+def test_no_package_exceeds_the_neural_engine_dimension_limit(tiny_findings, tiny_export):
+    """Coverage: every package of the default layout (framed waveform), both precisions: no tensor dimension
+    over 16384, and metadata recommends ALL for each."""
+    assert [f for findings in tiny_findings.values() for f in rules(findings, lint.RULE_DIMENSION)] == []
+    assert {entry["recommended_compute_units"] for entry in read_metadata(tiny_export)["packages"].values()} == {"ALL"}
 
 
-def test_other_packages_not_flagged_for_dimensions(tiny_findings):
-    """Coverage: encoder, decoder and joint packages stay within the Neural Engine's dimension limit."""
-    for package in OTHER_PACKAGES:
-        assert rules(tiny_findings[package], lint.RULE_DIMENSION) == []
+def test_flat_waveform_input_flagged_for_dimensions(fluidaudio_findings, fluidaudio_export):
+    """Coverage: the fluidaudio layout's flat [1, 240000] waveform input is flagged (only the input: the graph
+    frames it at once), and its metadata recommends CPU_AND_GPU."""
+    flagged = rules(fluidaudio_findings[FLAT_WAVEFORM_PACKAGE], lint.RULE_DIMENSION, lint.WARNING)
+    assert [(f.op, "audio_signal [1, 240000]" in f.message) for f in flagged] == [(None, True)]
+    others = {name: rules(findings, lint.RULE_DIMENSION) for name, findings in fluidaudio_findings.items()
+              if name != FLAT_WAVEFORM_PACKAGE}
+    assert all(found == [] for found in others.values()), others
+    metadata = read_metadata(fluidaudio_export)
+    assert metadata["packages"]["preprocessor"]["recommended_compute_units"] == "CPU_AND_GPU"
 
 
 def test_tiny_exports_have_no_errors(tiny_findings):
@@ -181,33 +194,34 @@ def test_metadata_compute_units_consistent_with_lint(tiny_export, tiny_findings)
     assert lint.check_compute_units(read_metadata(tiny_export), tiny_findings) == []
 
 
-def test_neural_engine_recommendation_for_waveform_package_is_an_error(tiny_packages_fp32, tiny_findings):
-    """Coverage: recommending ALL for the waveform-in preprocessor contradicts its dimension findings."""
-    metadata = read_metadata(tiny_packages_fp32)
+def test_neural_engine_recommendation_for_flat_waveform_package_is_an_error(fluidaudio_export, fluidaudio_findings):
+    """Coverage: recommending ALL for a flat-waveform preprocessor contradicts its dimension finding."""
+    metadata = read_metadata(fluidaudio_export)
     metadata["packages"]["preprocessor"]["recommended_compute_units"] = "ALL"
-    [finding] = lint.check_compute_units(metadata, tiny_findings)
-    assert (finding.package, finding.severity) == ("parakeet_preprocessor.mlpackage", lint.ERROR)
+    [finding] = lint.check_compute_units(metadata, fluidaudio_findings)
+    assert (finding.package, finding.severity) == (FLAT_WAVEFORM_PACKAGE, lint.ERROR)
 
 
 def test_cli_passes_tiny_export_and_records_findings(export_copy):
     """Coverage: the tiny export lints with exit 0 and every package's findings land in metadata.json."""
     result = runner.invoke(app, ["lint", "--packages", str(export_copy)])
     assert result.exit_code == 0, result.output
-    assert "ane-dimension" in result.output
+    assert "ane-dimension" not in result.output
     packages = json.loads((export_copy / "metadata.json").read_text())["packages"]
     assert all("lint" in entry for entry in packages.values())
     assert packages["decoder"]["lint"][0]["rule"] == lint.RULE_NO_ANE_KERNEL
 
 
-def test_cli_exits_1_on_errors(export_copy):
+def test_cli_exits_1_on_errors(fluidaudio_export, tmp_path):
     """Coverage: a compute-unit contradiction is an error: exit 1, findings still recorded."""
-    metadata_file = export_copy / "metadata.json"
+    export = shutil.copytree(fluidaudio_export, tmp_path / "export")
+    metadata_file = export / "metadata.json"
     metadata = json.loads(metadata_file.read_text())
-    metadata["packages"]["mel_encoder"]["recommended_compute_units"] = "CPU_AND_NE"
+    metadata["packages"]["preprocessor"]["recommended_compute_units"] = "CPU_AND_NE"
     metadata_file.write_text(json.dumps(metadata))
-    result = runner.invoke(app, ["lint", "--packages", str(export_copy)])
+    result = runner.invoke(app, ["lint", "--packages", str(export)])
     assert result.exit_code == 1, result.output
-    recorded = json.loads(metadata_file.read_text())["packages"]["mel_encoder"]["lint"]
+    recorded = json.loads(metadata_file.read_text())["packages"]["preprocessor"]["lint"]
     assert any(f["rule"] == lint.RULE_COMPUTE_UNITS for f in recorded)
 
 

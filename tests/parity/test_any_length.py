@@ -60,10 +60,10 @@ def test_audio_after_length_changes_no_valid_output(tiny_contract, open_package,
     valid = np.resize(speech[seed % len(speech):], length)
     package = open_package(name)
     audio_length = np.array([length], np.int32)
-    clean = package.predict({"audio_signal": with_tail(valid, window, np.zeros(window, np.float32)),
-                             "audio_length": audio_length})
-    dirty = package.predict({"audio_signal": with_tail(valid, window, tail_values(tail, window, seed, speech)),
-                             "audio_length": audio_length})
+    clean = package.predict(tiny_contract.audio_feed(with_tail(valid, window, np.zeros(window, np.float32)),
+                                                     audio_length))
+    dirty = package.predict(tiny_contract.audio_feed(with_tail(valid, window, tail_values(tail, window, seed, speech)),
+                                                     audio_length))
     assert_valid_frames_identical(clean, dirty, *outputs)
     if name == "preprocessor":
         assert not dirty["mel"][..., int(dirty["mel_length"][0]):].any(), "mel past mel_length must be NeMo's pad value 0"
@@ -102,8 +102,8 @@ def test_very_short_files_get_nemo_lengths(tiny_model, tiny_contract, open_packa
                                         length=torch.tensor([length]))
     mel_length = int(featurizer.get_seq_len(torch.tensor([length]))[0])
     window = tiny_contract.window_samples
-    audio = {"audio_signal": with_tail(samples, window, np.zeros(window, np.float32)),
-             "audio_length": np.array([length], np.int32)}
+    audio = tiny_contract.audio_feed(with_tail(samples, window, np.zeros(window, np.float32)),
+                                     np.array([length], np.int32))
     out = open_package("preprocessor").predict(audio)
     assert int(out["mel_length"][0]) == mel_length
     encoded = open_package("mel_encoder").predict(audio)

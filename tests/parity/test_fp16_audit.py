@@ -26,7 +26,7 @@ def loud_bursts(tiny_contract):
 
 def audit_inputs(name, model, contract, loud):
     """Loud audio for waveform packages, its NeMo mel for the encoder, contract examples otherwise."""
-    audio = {"audio_signal": loud[0], "audio_length": loud[1]}
+    audio = contract.audio_feed(*loud)
     if contract[name].waveform_input:
         return audio
     if name == "encoder":
@@ -47,7 +47,7 @@ def test_all_fp16_front_end_exceeds_fp16_range_on_loud_audio(tiny_contract, tiny
     """Coverage: an all-fp16 preprocessor overflows (per-feature sum of squares) and diverges: why it stays fp32."""
     tol = continuous_tolerance("preprocessor", "fp32")
     audit = audit_fp16(tiny_packages_fp32 / tiny_contract["preprocessor"].package_name, all_fp16_preprocessor,
-                       {"audio_signal": loud_bursts[0], "audio_length": loud_bursts[1]}, tol.atol, tol.rtol)
+                       tiny_contract.audio_feed(*loud_bursts), tol.atol, tol.rtol)
     print(audit.describe())
     assert audit.first_divergent is not None
     assert any(finding.op_type == "reduce_sum" for finding in audit.overflows), audit.describe()

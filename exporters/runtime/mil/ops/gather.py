@@ -1,4 +1,4 @@
-"""Indexing and ordering: gather, gather_along_axis, argsort, topk, cumsum."""
+"""Indexing and ordering: gather, gather_nd, gather_along_axis, argsort, topk, cumsum."""
 
 from __future__ import annotations
 
@@ -20,6 +20,19 @@ def gather(x, indices, axis=0, batch_dims=0, validate_indices=False):
     parts = [np.take(xb, ib, axis=axis - batch_dims) for xb, ib in zip(flat_x, flat_indices)]
     stacked = np.stack(parts)
     return (stacked.reshape(batch_shape + stacked.shape[1:]),)
+
+
+@kernel("gather_nd")
+def gather_nd(x, indices, batch_dims=0, validate_indices=False):
+    """x at the coordinates in indices' last axis (K of them: the first K axes after batch_dims; negative
+    coordinates wrap): shape indices.shape[:-1] + x.shape[batch_dims + K:]."""
+    batch_dims = int(batch_dims)
+    x, indices = np.asarray(x), np.asarray(indices, dtype=np.int64)
+    depth = indices.shape[-1]
+    coordinates = tuple(np.moveaxis(indices % np.array(x.shape[batch_dims:batch_dims + depth]), -1, 0))
+    batch = tuple(np.arange(size).reshape((-1,) + (1,) * (indices.ndim - 2 - axis))
+                  for axis, size in enumerate(x.shape[:batch_dims]))
+    return (x[batch + coordinates],)
 
 
 @kernel("gather_along_axis")
