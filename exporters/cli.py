@@ -80,7 +80,7 @@ def convert(
                                                    "(auto: ALL; CPU_AND_GPU where a tensor dimension "
                                                    "exceeds the Neural Engine's 16384)."),
     author: Optional[str] = typer.Option(None, help="Author recorded in metadata.json (default: git user)."),
-    layout: str = typer.Option("default", help="default (seven parakeet_*.mlpackage) or fluidaudio (the four "
+    layout: str = typer.Option("default", help="default (eight parakeet_*.mlpackage) or fluidaudio (the four "
                                                "packages and vocabulary FluidAudio's v3 loader opens)."),
     top_k: int = typer.Option(DEFAULT_TOP_K, help="K of the top_k_ids / top_k_logits outputs of joint_decision."),
     compress: str = typer.Option("none", callback=one_of("compression", tuple(VARIANTS)),

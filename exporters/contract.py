@@ -18,6 +18,9 @@ Layout decisions (made once, here):
   Left out, it is zero (Core ML fills the declared default).
 - The single-step joint_decision names its inputs `encoder_step` / `decoder_step`, as FluidAudio's
   JointDecisionv3 does (a streaming loop feeds it one encoder frame and one decoder step).
+- decode_step is the single step plus the prediction network on the chosen token: it takes the carried
+  context (`decoder_step`, `h_in`, `c_in`) and returns the next one (`decoder`, `h_out`, `c_out`,
+  unchanged after blank), so a greedy loop makes one call per decision.
 - Lengths are int32 `[1]`.
 - The waveform is framed: `audio_signal` is `[1, S / hop, hop]`, sample r·hop + c at `[0, r, c]` (a plain
   reshape of the zero-padded `[1, S]` window), so no tensor in any package has a dimension over the
@@ -202,6 +205,12 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
                 TensorSpec("top_k_ids", (*grid, top_k), INT32, "ids of the K largest token logits, best first"),
                 TensorSpec("top_k_logits", (*grid, top_k), FP32, "the K largest token logits, best first"))
 
+    next_context = (
+        TensorSpec("decoder", (1, spec.pred_hidden, DECODER_STEPS), FP32,
+                   "decoder output to decide the next step with (decoder_step again after blank)"),
+        TensorSpec("h_out", state_shape, FP32, "LSTM hidden state after the chosen token (h_in after blank)"),
+        TensorSpec("c_out", state_shape, FP32, "LSTM cell state after the chosen token (c_in after blank)"),
+    )
     logits = TensorSpec("logits", (1, encoder_frames, DECODER_STEPS, spec.num_joint_outputs), FP32,
                         "raw joint logits: V + 1 token logits, then one per duration")
     components = [
@@ -214,6 +223,9 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
                           decision_outputs(encoder_frames)),
         ComponentContract("joint_decision_single_step", (*joint_inputs(1, ("encoder_step", "decoder_step")), token_bias),
                           decision_outputs(1)),
+        ComponentContract("decode_step", (*joint_inputs(1, ("encoder_step", "decoder_step")), *decoder_inputs[2:],
+                                          token_bias),
+                          (*decision_outputs(1), *next_context)),
     ]
     chosen_components = {c.name: replace(c, package_stem=chosen.package_stems.get(c.name, ""))
                          for c in components if chosen.has(c.name)}

@@ -3,7 +3,7 @@
 The interface of every package (names, shapes, dtypes) is the contract's and does not change with the
 layout; a layout only picks packages, names their files and adds the files a runtime expects beside them.
 
-- `default`: all seven packages as `parakeet_<component>.mlpackage`.
+- `default`: all eight packages as `parakeet_<component>.mlpackage`.
 - `fluidaudio`: what FluidAudio's Parakeet v3 loader opens (0.15.x; read from its sources, listed in
   fixtures/fluidaudio/interface.json): Preprocessor, Encoder, Decoder and JointDecisionv3 (our
   single-step joint_decision), plus `parakeet_vocab.json`. FluidAudio opens compiled `.mlmodelc`

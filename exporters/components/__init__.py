@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from exporters.components.base import Component
+from exporters.components.decode_step import DECODE_STEP
 from exporters.components.decoder import DECODER
 from exporters.components.encoder import ENCODER
 from exporters.components.joint import JOINT
@@ -16,7 +17,7 @@ from exporters.components.preprocessor import PREPROCESSOR
 COMPONENTS: dict[str, Component] = {
     component.name: component
     for component in (PREPROCESSOR, ENCODER, DECODER, JOINT, MEL_ENCODER, JOINT_DECISION,
-                      JOINT_DECISION_SINGLE_STEP)
+                      JOINT_DECISION_SINGLE_STEP, DECODE_STEP)
 }
 
 __all__ = ["COMPONENTS", "Component"]

@@ -4,7 +4,10 @@ Per window: preprocessor + encoder (or the fused mel_encoder) once; then the gre
 the decoder package one token at a time with h/c fed back, and decides with one of:
 - "joint": the raw joint package on the window's frames, split and argmax on the host;
 - "joint_decision": the fused package on the whole (T, U=1) grid, one call per decoder state;
-- "single_step": the fused single-step package on one encoder frame at a time.
+- "single_step": the fused single-step package on one encoder frame at a time;
+- "decode_step": one call per decision: the decode-step package decides on one frame and runs the
+  prediction network on the token it chose, so an emitted token costs no decoder call (the decoder
+  package runs once per utterance, NeMo's start-of-sequence step).
 
 Audio that fits the package window is one window holding the whole file: the packages reproduce
 NeMo on the unpadded file there (true-end padding, masked subsampling), so the decisions are NeMo
@@ -36,7 +39,8 @@ from exporters.metadata import read_metadata
 from exporters.runtime import load
 
 # Joint path → the package it decides with.
-JOINT_COMPONENT = {"joint": "joint", "joint_decision": "joint_decision", "single_step": "joint_decision_single_step"}
+JOINT_COMPONENT = {"joint": "joint", "joint_decision": "joint_decision", "single_step": "joint_decision_single_step",
+                   "decode_step": "decode_step"}
 JOINT_MODES = tuple(JOINT_COMPONENT)
 
 
@@ -78,6 +82,8 @@ class Transcriber:
         self.token_bias = None if token_bias is None else np.asarray(token_bias, np.float32)
         self.tokenizer = tokenizer
         self.punctuation = punctuation_pieces(tokenizer)
+        # decode_step mode: (token, state it was chosen from, (decoder output, state) after it) of the last call
+        self.pending_context = None
 
     @property
     def frame_samples(self) -> int:
@@ -122,7 +128,18 @@ class Transcriber:
             yield chunk, encoded["encoder"], int(encoded["encoder_length"][0])
 
     def predict(self, token: int, state):
-        """One decoder step: (decoder output [1, H, 1], (h, c))."""
+        """One decoder step: (decoder output [1, H, 1], (h, c)). In decode_step mode the decoder output is
+        ([1, H, 1], (h, c)), and a token the last decode-step call chose from `state` costs no call."""
+        if self.joint_mode == "decode_step":
+            pending = self.pending_context
+            if pending is not None and pending[0] == token and pending[1] is state:
+                return pending[2], pending[2][1]
+            output, new_state = self.decoder_step(token, state)
+            return (output, new_state), new_state
+        return self.decoder_step(token, state)
+
+    def decoder_step(self, token: int, state):
+        """The decoder package on one token from (h, c) (None: zero state)."""
         shape = self.contract["decoder"].input("h_in").shape
         h, c = state if state is not None else (np.zeros(shape, np.float32), np.zeros(shape, np.float32))
         out = self.runtimes["decoder"].predict({"targets": np.array([[token]], np.int32),
@@ -136,6 +153,16 @@ class Transcriber:
         name = JOINT_COMPONENT[self.joint_mode]
         package, component = self.runtimes[name], self.contract[name]
         package_bias = None if self.joint_mode == "joint" else self.token_bias
+        if self.joint_mode == "decode_step":
+            def decide(frame, context):
+                decoder_output, state = context
+                out = package.predict({**component.joint_feed(encoder[:, :, frame:frame + 1], decoder_output,
+                                                              package_bias), "h_in": state[0], "c_in": state[1]})
+                token = int(out["token_id"][0, 0, 0])
+                next_state = (out["h_out"], out["c_out"])
+                self.pending_context = (token, state, (out["decoder"], next_state))
+                return token, int(out["duration"][0, 0, 0])
+            return decide
         if self.joint_mode == "single_step":
             def decide(frame, decoder_output):
                 out = package.predict(component.joint_feed(encoder[:, :, frame:frame + 1], decoder_output,
@@ -159,6 +186,14 @@ class Transcriber:
             return int(scores["token_id"][0, frame, 0]), int(scores["duration"][0, frame, 0])
         return decide
 
+    def decode(self, encoder: np.ndarray, end: int, start: TdtHypothesis | None = None, first_frame: int = 0,
+               final: bool = True) -> TdtHypothesis:
+        """Greedy TDT over one window's encoder frames first_frame..end-1, from `start`'s decoder context."""
+        spec = self.contract.model
+        return greedy_tdt_decode(end, self.predict, self.decider(encoder), blank_id=spec.blank_id,
+                                 durations=spec.durations, max_symbols=spec.max_symbols_per_step, start=start,
+                                 semantics=spec.greedy_semantics, first_frame=first_frame, final=final)
+
     def transcribe(self, samples: np.ndarray) -> Transcript:
         """Decode mono samples at the model's sample rate, chunk by chunk."""
         spec = self.contract.model
@@ -169,10 +204,7 @@ class Transcriber:
         for chunk, encoder, valid_frames in self.encoded_windows(samples, chunks):
             origin = chunk.window_start // self.frame_samples  # the window's frame 0, in utterance frames
             end = valid_frames if chunk.final else chunk.end_frame - origin
-            hypothesis = greedy_tdt_decode(end, self.predict, self.decider(encoder), blank_id=spec.blank_id,
-                                           durations=spec.durations, max_symbols=spec.max_symbols_per_step,
-                                           start=hypothesis, semantics=spec.greedy_semantics,
-                                           first_frame=hypothesis.next_frame - origin, final=chunk.final)
+            hypothesis = self.decode(encoder, end, hypothesis, hypothesis.next_frame - origin, chunk.final)
             timings += [TokenTiming(token, self.tokenizer.id_to_piece(token), chunk.index, origin + frame, duration,
                                     (origin + frame) * self.frame_seconds,
                                     (origin + frame + duration) * self.frame_seconds)

@@ -141,6 +141,22 @@ def joint_gate(gate: GateContext, package: Runtime, case: str, encoder: np.ndarr
             gate.compare("joint", "duration_logits", case, expected[..., split:], actual[..., split:])]
 
 
+def nemo_decisions(gate: GateContext, encoder: np.ndarray, decoder: np.ndarray,
+                   token_bias: np.ndarray | None) -> tuple[dict, dict]:
+    """NeMo's choices on every frame of `encoder` for one decoder output, each [1, T, 1(, K)], and the
+    margins the decision rows are judged by (token_bias added to NeMo's token logits first)."""
+    split = gate.contract.model.num_token_logits
+    with torch.no_grad():
+        logits = nemo_joint_logits(gate.model, torch.from_numpy(encoder), torch.from_numpy(decoder))
+    bias = None if token_bias is None else torch.from_numpy(token_bias)
+    expected = {output: value.numpy() for output, value in
+                zip(DECISION_OUTPUTS, decisions_from_logits(logits, split, gate.contract.top_k, bias))}
+    token_logits = logits[..., :split].numpy() + (0 if token_bias is None else token_bias)
+    margins = {"token_id": top1_margin(token_logits), "duration": top1_margin(logits[..., split:].numpy()),
+               "top_k_ids": rank_margins(token_logits, gate.contract.top_k)}
+    return expected, margins
+
+
 def joint_decision_gate(gate: GateContext, name: str, package: Runtime, case: str, encoder: np.ndarray,
                         decoder_steps: list[np.ndarray], token_bias: np.ndarray | None = None) -> list[Diff]:
     """token_id, duration and top_k_ids equal NeMo's choices where NeMo's margins are clear; token_prob and
@@ -149,30 +165,78 @@ def joint_decision_gate(gate: GateContext, name: str, package: Runtime, case: st
 
     The grid is (T, U); the single-step package is called once per encoder frame.
     """
-    contract = gate.contract
-    component = contract[name]
+    component = gate.contract[name]
     frames = component.inputs[0].shape[-1]
-    split = contract.model.num_token_logits
-    bias = None if token_bias is None else torch.from_numpy(token_bias)
-    expected, actual = {o: [] for o in DECISION_OUTPUTS}, {o: [] for o in DECISION_OUTPUTS}
-    margins = {"token_id": [], "duration": [], "top_k_ids": []}
+    expected, actual, margins = [], [], []
     for decoder in decoder_steps:
-        for start in range(0, encoder.shape[-1], frames):
-            window = encoder[:, :, start:start + frames]
-            with torch.no_grad():
-                logits = nemo_joint_logits(gate.model, torch.from_numpy(window), torch.from_numpy(decoder))
-            for output, value in zip(DECISION_OUTPUTS, decisions_from_logits(logits, split, contract.top_k, bias)):
-                expected[output].append(value.numpy())
-            for output, value in package.predict(component.joint_feed(window, decoder, token_bias)).items():
-                actual[output].append(value)
-            token_logits = logits[..., :split].numpy() + (0 if token_bias is None else token_bias)
-            margins["token_id"].append(top1_margin(token_logits))
-            margins["duration"].append(top1_margin(logits[..., split:].numpy()))
-            margins["top_k_ids"].append(rank_margins(token_logits, contract.top_k))
-    joined = {o: np.concatenate(v, axis=1) for o, v in margins.items()}
-    return [gate.compare(name, o, case, np.concatenate(expected[o], axis=1), np.concatenate(actual[o], axis=1),
-                         joined.get(o))
-            for o in DECISION_OUTPUTS]
+        nemo, margin = nemo_decisions(gate, encoder, decoder, token_bias)
+        expected.append(nemo)
+        margins.append(margin)
+        steps = [package.predict(component.joint_feed(encoder[:, :, start:start + frames], decoder, token_bias))
+                 for start in range(0, encoder.shape[-1], frames)]
+        actual.append({output: np.concatenate([step[output] for step in steps], axis=1) for output in DECISION_OUTPUTS})
+    return [gate.compare(name, output, case, *joined(expected, actual, output, axis=1),
+                         np.concatenate([m[output] for m in margins], axis=1) if output in margins[0] else None)
+            for output in DECISION_OUTPUTS]
+
+
+def joined(expected: list[dict], actual: list[dict], output: str, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    return (np.concatenate([e[output] for e in expected], axis=axis),
+            np.concatenate([a[output] for a in actual], axis=axis))
+
+
+def nemo_decoder_contexts(gate: GateContext, tokens: np.ndarray) -> list[dict]:
+    """NeMo's context (decoder output, h, c) after its start-of-sequence step (blank from zero state) and
+    after each of `tokens` in turn: what a greedy loop carries into each decision."""
+    reference = gate.reference("decoder")
+    shape = gate.contract["decoder"].input("h_in").shape
+    h, c = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    contexts = []
+    for token in [gate.contract.model.blank_id, *tokens]:
+        out = reference.predict({"targets": np.array([[token]], np.int32), "target_length": np.array([1], np.int32),
+                                 "h_in": h, "c_in": c})
+        h, c = out["h_out"], out["c_out"]
+        contexts.append({"decoder_step": out["decoder"], "h_in": h, "c_in": c})
+    return contexts
+
+
+def decode_step_gate(gate: GateContext, name: str, package: Runtime, case: str, encoder: np.ndarray,
+                     contexts: list[dict], token_bias: np.ndarray | None = None) -> list[Diff]:
+    """One call per (context, encoder frame): the decision rows as joint_decision's against NeMo's choices,
+    and the context it returns against NeMo's predict of the token the package chose from that context
+    (the context unchanged when it chose blank)."""
+    component = gate.contract[name]
+    predict = gate.reference("decoder")
+    blank = gate.contract.model.blank_id
+    carried = ("decoder", "h_out", "c_out")
+    expected, actual, margins, next_expected, next_actual = [], [], [], [], []
+    for context in contexts:
+        nemo, margin = nemo_decisions(gate, encoder, context["decoder_step"], token_bias)
+        expected.append(nemo)
+        margins.append(margin)
+        predicted = {}
+        steps = []
+        for frame in range(encoder.shape[-1]):
+            feed = {**component.joint_feed(encoder[:, :, frame:frame + 1], context["decoder_step"], token_bias),
+                    "h_in": context["h_in"], "c_in": context["c_in"]}
+            step = package.predict(feed)
+            steps.append(step)
+            token = int(step["token_id"].reshape(()))
+            if token not in predicted:
+                out = predict.predict({"targets": np.array([[token]], np.int32),
+                                       "target_length": np.array([1], np.int32),
+                                       "h_in": context["h_in"], "c_in": context["c_in"]})
+                kept = (context["decoder_step"], context["h_in"], context["c_in"])
+                predicted[token] = dict(zip(carried, kept if token == blank else (out[o] for o in carried)))
+            next_expected.append(predicted[token])
+            next_actual.append({output: step[output] for output in carried})
+        actual.append({output: np.concatenate([step[output] for step in steps], axis=1) for output in DECISION_OUTPUTS})
+    decisions = [gate.compare(name, output, case, *joined(expected, actual, output, axis=1),
+                              np.concatenate([m[output] for m in margins], axis=1) if output in margins[0] else None)
+                 for output in DECISION_OUTPUTS]
+    axes = {"decoder": 2, "h_out": 1, "c_out": 1}
+    return decisions + [gate.compare(name, output, case, *joined(next_expected, next_actual, output, axes[output]))
+                        for output in carried]
 
 
 @dataclass
@@ -188,6 +252,10 @@ class Clip:
     @property
     def audio(self) -> tuple[np.ndarray, np.ndarray]:
         return self.audio_signal, self.audio_length
+
+    def contexts(self, gate: GateContext) -> tuple[np.ndarray, list[dict]]:
+        """NeMo's encoder frames of the clip and NeMo's decoder contexts after the start and the first 3 tokens."""
+        return self.grid(gate)[0], nemo_decoder_contexts(gate, self.tokens[:3])
 
     def grid(self, gate: GateContext) -> tuple[np.ndarray, list[np.ndarray]]:
         """NeMo's encoder frames of the clip and its decoder steps for blank + the first 3 tokens (made once)."""
@@ -211,6 +279,8 @@ GATES = {
     "joint": lambda gate, name, package, clip: joint_gate(gate, package, clip.case, *clip.grid(gate)),
     "joint_decision": lambda gate, name, package, clip: joint_decision_gate(gate, name, package, clip.case,
                                                                             *clip.grid(gate)),
+    "decode_step": lambda gate, name, package, clip: decode_step_gate(gate, name, package, clip.case,
+                                                                      *clip.contexts(gate)),
 }
 
 

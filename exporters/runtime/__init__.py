@@ -47,6 +47,18 @@ class Runtime(Protocol):
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
+class CountingRuntime:
+    """Any runtime, counting its calls (model calls per window are what a device pays overhead for)."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.calls = 0
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        return self.runtime.predict(inputs)
+
+
 def default_backend() -> str:
     """Core ML where it exists (macOS), the MIL executor elsewhere."""
     return "coreml" if sys.platform == "darwin" else "mil"

@@ -17,7 +17,7 @@ from exporters.example_inputs import example_inputs
 from exporters.memory import process_peak_rss_mb
 from exporters.metadata import read_metadata
 from exporters.reference import nemo_runtime, nemo_transcribe
-from exporters.runtime import COREML_COMPUTE_UNITS, BackendUnavailable, coreml_available, load
+from exporters.runtime import COREML_COMPUTE_UNITS, BackendUnavailable, CountingRuntime, coreml_available, load
 
 pytestmark = pytest.mark.benchmark
 
@@ -98,6 +98,39 @@ def test_transcribe_window_on_packages(benchmark, record_run, host, tiny_contrac
     benchmark(transcriber.transcribe, window_clip[0])
     record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend=backend, precision=precision,
                model="tiny", host=host, path="fused" if fused else "modular")
+
+
+@pytest.mark.parametrize("path", ["single_step", "decode_step"])
+def test_decode_loop_per_window(benchmark, record_run, host, load_subject, backend, path):
+    """Coverage: the greedy loop alone over one 15 s window's encoder frames of the trained sentences model
+    (its held-out clips joined to fill the window): executor time, and model calls (deterministic: the same
+    on any machine) for the single-step path (joint call per decision + decoder call per token) against the
+    decode-step path (one call per decision)."""
+    from exporters.audio import held_out_clips
+    from exporters.decoding.chunking import plan_chunks
+    from exporters.decoding.transcriber import JOINT_COMPONENT, open_transcriber
+
+    subject = load_subject("sentences")
+    contract = subject.contract
+    clips, _ = held_out_clips("sentences", contract.model.sample_rate)
+    window = np.concatenate(clips)[:contract.window_samples]
+    try:
+        transcriber = open_transcriber(subject.packages("fp32"), backend, path)
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+    (chunk,) = plan_chunks(len(window), contract.window_samples, transcriber.frame_samples,
+                           contract.model.sample_rate, transcriber.chunking)
+    encoder, valid = transcriber.encode(transcriber.window_audio(window, chunk))
+    packages = dict(transcriber.runtimes)
+    counters = {name: CountingRuntime(packages[name]) for name in ("decoder", JOINT_COMPONENT[path])}
+    transcriber.runtimes.update(counters)
+    hypothesis = transcriber.decode(encoder, valid)
+    transcriber.runtimes.update(packages)
+    benchmark.pedantic(transcriber.decode, args=(encoder, valid), rounds=3, warmup_rounds=1)
+    calls = {name: counter.calls for name, counter in counters.items()}
+    record_run(benchmark, audio_seconds=window_seconds(contract), backend=backend, precision="fp32",
+               model="sentences", host=host, path=path, model_calls=sum(calls.values()), calls=calls,
+               tokens=len(hypothesis.tokens))
 
 
 @pytest.mark.parametrize("layout", ["chunked", "back_to_back"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from exporters.decoding.language_lock import BLOCKED
 from exporters.audio import FIXTURE_AUDIO_DIR, fit_window, load_audio
 from exporters.parity.gates import GateContext, default_tokens
 
@@ -40,3 +42,13 @@ def gate(tiny_model, tiny_contract, precision) -> GateContext:
 def non_blank_tokens(tiny_contract):
     """A fixed target sequence of non-blank tokens covering low, middle and high ids."""
     return default_tokens(tiny_contract)
+
+
+@pytest.fixture(scope="session")
+def lock_bias(tiny_contract):
+    """A bias that forbids a third of the tokens (never blank) and nudges the rest by up to ±2."""
+    rng = np.random.default_rng(5)
+    size = tiny_contract.model.num_token_logits
+    bias = rng.uniform(-2, 2, size).astype(np.float32)
+    bias[rng.choice(size - 1, size // 3, replace=False)] = BLOCKED
+    return bias

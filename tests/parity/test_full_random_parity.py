@@ -11,7 +11,7 @@ pytestmark = pytest.mark.full
 
 def test_full_random_packages_pass_every_gate(full_model, full_contract, full_packages, backend, precision,
                                               open_or_skip):
-    """Coverage: all seven full-width packages vs NeMo on the 16 s speech clip, per precision."""
+    """Coverage: every full-width package vs NeMo on the 16 s speech clip, per precision."""
     samples = load_audio(FIXTURE_AUDIO_DIR / "long_16s.wav", full_contract.model.sample_rate)
     audio_signal, audio_length = fit_window(samples, full_contract.window_samples)
 

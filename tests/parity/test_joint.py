@@ -1,9 +1,7 @@
 """joint and joint_decision packages vs NeMo's RNNTJoint on the (T, U) grid."""
 
-import numpy as np
 import pytest
 
-from exporters.decoding.language_lock import BLOCKED
 from exporters.parity.diff import assert_passed
 from exporters.parity.gates import joint_decision_gate, joint_gate, joint_grid_inputs
 
@@ -27,16 +25,6 @@ def test_joint_decision_parity_on_grid(gate, open_package, grid, name):
     top_k_logits within tolerance (token_bias left out: its default applies)."""
     case, encoder, decoder_steps = grid
     assert_passed(joint_decision_gate(gate, name, open_package(name), case, encoder, decoder_steps))
-
-
-@pytest.fixture(scope="module")
-def lock_bias(tiny_contract):
-    """A bias that forbids a third of the tokens (never blank) and nudges the rest by up to ±2."""
-    rng = np.random.default_rng(5)
-    size = tiny_contract.model.num_token_logits
-    bias = rng.uniform(-2, 2, size).astype(np.float32)
-    bias[rng.choice(size - 1, size // 3, replace=False)] = BLOCKED
-    return bias
 
 
 @pytest.mark.parametrize("name", ["joint_decision", "joint_decision_single_step"])
