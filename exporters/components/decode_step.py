@@ -60,4 +60,11 @@ def nemo_decode_step(model, contract: Contract):
     return run
 
 
-DECODE_STEP = Component("decode_step", wrap=wrap_decode_step, reference=nemo_decode_step, gate="decode_step")
+def is_context_select(op) -> bool:
+    """The selects choosing the next context stay fp32 in an fp16 export, so after blank the context comes
+    back bit for bit (an fp16 select would round the carried state to fp16 on every blank step)."""
+    return op.op_type == "select"
+
+
+DECODE_STEP = Component("decode_step", wrap=wrap_decode_step, reference=nemo_decode_step, gate="decode_step",
+                        keep_fp32=is_context_select)

@@ -123,17 +123,19 @@ class NormalizedFrontEnd(torch.nn.Module):
     """NeMo's FilterbankFeatures on the file (pre-emphasis, STFT padded at the true end as NeMo's own STFT
     pads, power, mel filterbank, log, per-feature normalization), step for step, on a framed waveform
     [1, rows, hop]. Returns the statistics it normalized with (so long audio can be renormalized with the
-    whole utterance's statistics, as NeMo computes them)."""
+    whole utterance's statistics, as NeMo computes them). A flat [1, S] waveform is framed first."""
 
-    def __init__(self, featurizer: torch.nn.Module):
+    def __init__(self, featurizer: torch.nn.Module, window_samples: int):
         super().__init__()
         self.featurizer = supported_featurizer(featurizer)
         self.stft = FramedStft(featurizer, stft_pad_mode(featurizer))  # probed once, not on every call
+        self.framed_shape = framed_shape(window_samples, featurizer.hop_length)
 
     def forward(self, signal: torch.Tensor, length: torch.Tensor):
         from nemo.collections.asr.parts.preprocessing.features import normalize_batch
 
         featurizer = self.featurizer
+        signal = signal.reshape(self.framed_shape)  # a no-op on the framed layout; inside the fp32 scope
         mel_length = torch.where(length == 0, 0, featurizer.get_seq_len(length))  # as NeMo guards empty input
         real, imaginary = self.stft(preemphasized(signal, length, featurizer.preemph), length)
         power = torch.sqrt(real.pow(2) + imaginary.pow(2))
@@ -168,12 +170,10 @@ class PreprocessorWrapper(torch.nn.Module):
     def __init__(self, preprocessor: torch.nn.Module, window_samples: int):
         super().__init__()
         # Held as `preprocessor`: fp16 exports keep every op in this scope fp32 (in_preprocessor).
-        self.preprocessor = NormalizedFrontEnd(preprocessor.featurizer)
-        self.framed_shape = framed_shape(window_samples, preprocessor.featurizer.hop_length)
+        self.preprocessor = NormalizedFrontEnd(preprocessor.featurizer, window_samples)
 
     def forward(self, audio_signal: torch.Tensor, audio_length: torch.Tensor):
-        framed = audio_signal.reshape(self.framed_shape)  # a no-op on the framed layout
-        mel, mel_length, mean, std = self.preprocessor(framed, audio_length.long())
+        mel, mel_length, mean, std = self.preprocessor(audio_signal, audio_length.long())
         return mel, mel_length.int(), mean, std
 
 

@@ -17,12 +17,12 @@ runner = CliRunner()
 on_macos = sys.platform == "darwin"
 
 
-def test_one_command_per_package(tiny_packages_fp32, tmp_path):
+def test_one_command_per_package(tiny_packages_fp32, tiny_contract, tmp_path):
     """Coverage: every .mlpackage of the tiny export gets one `xcrun coremlcompiler compile <pkg> <out>`."""
     packages = sorted(tiny_packages_fp32.glob("*.mlpackage"))
     commands = compile_commands(tiny_packages_fp32, tmp_path)
     assert commands == [["xcrun", "coremlcompiler", "compile", str(p), str(tmp_path)] for p in packages]
-    assert len(commands) == 7
+    assert len(commands) == len(tiny_contract.components)
 
 
 @pytest.mark.skipif(on_macos, reason="checks the refusal on systems without Xcode")

@@ -120,13 +120,29 @@ def test_checker_catches_a_package_fluidaudio_cannot_use(tiny_packages_fp32, tin
 
 
 @pytest.mark.full
-def test_full_width_packages_carry_fluidaudio_numbers(full_packages, full_contract):
+def test_full_width_packages_carry_fluidaudio_numbers(load_subject, full_packages, full_contract, precision, tmp_path):
     """Coverage: at Parakeet v3's widths (full-random), the packages FluidAudio loads have exactly the sizes it
-    hard-codes (240000 samples, 128 mel, 1024/640 hidden, 2 LSTM layers), checked on the full-width export."""
+    hard-codes (240000 samples, 128 mel, 1024/640 hidden, 2 LSTM layers). Encoder, decoder and single step are
+    the default full-width export's graphs under other file names; the fluidaudio preprocessor (flat waveform,
+    no weights) is exported here at full width."""
+    from exporters.export import ExportSettings, export_packages
+
     assert bindings(full_contract) | {"K": None} == INTERFACE["symbols"]["v3_values"] | {"K": None}
+    full = load_subject("full-random")
+    fluidaudio = full_contract.with_layout("fluidaudio")
+    front_end = tmp_path / "fluidaudio"
+    export_packages(full.model, fluidaudio, full.source, full.weights_sha, front_end,
+                    ExportSettings(precision=precision, components=("preprocessor",)))
     stems = LAYOUTS["fluidaudio"].package_stems
     component_of = {file_stem: component for component, file_stem in stems.items()}
+
+    def package(entry: dict) -> Path:
+        component = component_of[stem(entry)]
+        if component == "preprocessor":
+            return front_end / fluidaudio[component].package_name
+        return full_packages / full_contract[component].package_name
+
     problems = [problem for entry in INTERFACE["models"].values()
-                for problem in interface_mismatches(full_packages / full_contract[component_of[stem(entry)]].package_name,
-                                                    entry, INTERFACE["symbols"]["v3_values"] | {"K": full_contract.top_k})]
+                for problem in interface_mismatches(package(entry), entry,
+                                                    INTERFACE["symbols"]["v3_values"] | {"K": full_contract.top_k})]
     assert problems == []
