@@ -44,6 +44,16 @@ JOINT_COMPONENT = {"joint": "joint", "joint_decision": "joint_decision", "single
 JOINT_MODES = tuple(JOINT_COMPONENT)
 
 
+@dataclass(frozen=True)
+class PendingContext:
+    """What the last decode-step call chose and the context after it, for the loop's next predict."""
+
+    token: int
+    source_state: object  # the (h, c) it decided from
+    output: tuple  # (decoder output [1, H, 1], (h, c)) after the token
+    state: tuple  # that (h, c)
+
+
 @dataclass
 class Transcript:
     text: str
@@ -82,8 +92,7 @@ class Transcriber:
         self.token_bias = None if token_bias is None else np.asarray(token_bias, np.float32)
         self.tokenizer = tokenizer
         self.punctuation = punctuation_pieces(tokenizer)
-        # decode_step mode: (token, state it was chosen from, (decoder output, state) after it) of the last call
-        self.pending_context = None
+        self.pending_context: PendingContext | None = None  # decode_step mode
 
     @property
     def frame_samples(self) -> int:
@@ -132,8 +141,8 @@ class Transcriber:
         ([1, H, 1], (h, c)), and a token the last decode-step call chose from `state` costs no call."""
         if self.joint_mode == "decode_step":
             pending = self.pending_context
-            if pending is not None and pending[0] == token and pending[1] is state:
-                return pending[2], pending[2][1]
+            if pending is not None and pending.token == token and pending.source_state is state:
+                return pending.output, pending.state
             output, new_state = self.decoder_step(token, state)
             return (output, new_state), new_state
         return self.decoder_step(token, state)
@@ -160,7 +169,7 @@ class Transcriber:
                                                               package_bias), "h_in": state[0], "c_in": state[1]})
                 token = int(out["token_id"][0, 0, 0])
                 next_state = (out["h_out"], out["c_out"])
-                self.pending_context = (token, state, (out["decoder"], next_state))
+                self.pending_context = PendingContext(token, state, (out["decoder"], next_state), next_state)
                 return token, int(out["duration"][0, 0, 0])
             return decide
         if self.joint_mode == "single_step":

@@ -86,6 +86,12 @@ def encoder_gate(gate: GateContext, package: Runtime, case: str, audio_signal: n
     return [gate.compare("encoder", output, case, expected[output], actual[output]) for output in expected]
 
 
+def decoder_feed(token: int, h: np.ndarray, c: np.ndarray) -> dict:
+    """The decoder package's inputs for one token from state (h, c)."""
+    return {"targets": np.array([[token]], np.int32), "target_length": np.array([1], np.int32),
+            "h_in": h, "c_in": c}
+
+
 def chain_decoder(package: Runtime, contract: Contract, tokens, h=None, c=None):
     """Feed tokens one at a time, h/c fed back: stacked outputs [U, H] and the final h, c."""
     state_shape = contract["decoder"].input("h_in").shape
@@ -93,8 +99,7 @@ def chain_decoder(package: Runtime, contract: Contract, tokens, h=None, c=None):
     c = np.zeros(state_shape, np.float32) if c is None else c
     outputs = []
     for token in tokens:
-        step = package.predict({"targets": np.array([[token]], np.int32),
-                                "target_length": np.array([1], np.int32), "h_in": h, "c_in": c})
+        step = package.predict(decoder_feed(token, h, c))
         outputs.append(step["decoder"][0, :, 0])
         h, c = step["h_out"], step["c_out"]
     return np.stack(outputs), h, c
@@ -111,8 +116,7 @@ def decoder_gate(gate: GateContext, package: Runtime, case: str, tokens: np.ndar
 def decoder_state_gate(gate: GateContext, package: Runtime, case: str, token: int, h: np.ndarray,
                        c: np.ndarray) -> list[Diff]:
     """One step from an arbitrary state: package vs NeMo's predict with that state."""
-    inputs = {"targets": np.array([[token]], np.int32), "target_length": np.array([1], np.int32),
-              "h_in": h.astype(np.float32), "c_in": c.astype(np.float32)}
+    inputs = decoder_feed(token, h.astype(np.float32), c.astype(np.float32))
     expected = gate.reference("decoder").predict(inputs)
     actual = package.predict(inputs)
     return [gate.compare("decoder", output, case, expected[output], actual[output]) for output in expected]
@@ -175,6 +179,12 @@ def joint_decision_gate(gate: GateContext, name: str, package: Runtime, case: st
         steps = [package.predict(component.joint_feed(encoder[:, :, start:start + frames], decoder, token_bias))
                  for start in range(0, encoder.shape[-1], frames)]
         actual.append({output: np.concatenate([step[output] for step in steps], axis=1) for output in DECISION_OUTPUTS})
+    return compare_decisions(gate, name, case, expected, actual, margins)
+
+
+def compare_decisions(gate: GateContext, name: str, case: str, expected: list[dict], actual: list[dict],
+                      margins: list[dict]) -> list[Diff]:
+    """Every decision output, the per-decoder-step pieces joined along frames; decision rows by NeMo's margins."""
     return [gate.compare(name, output, case, *joined(expected, actual, output, axis=1),
                          np.concatenate([m[output] for m in margins], axis=1) if output in margins[0] else None)
             for output in DECISION_OUTPUTS]
@@ -193,8 +203,7 @@ def nemo_decoder_contexts(gate: GateContext, tokens: np.ndarray) -> list[dict]:
     h, c = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     contexts = []
     for token in [gate.contract.model.blank_id, *tokens]:
-        out = reference.predict({"targets": np.array([[token]], np.int32), "target_length": np.array([1], np.int32),
-                                 "h_in": h, "c_in": c})
+        out = reference.predict(decoder_feed(token, h, c))
         h, c = out["h_out"], out["c_out"]
         contexts.append({"decoder_step": out["decoder"], "h_in": h, "c_in": c})
     return contexts
@@ -223,17 +232,13 @@ def decode_step_gate(gate: GateContext, name: str, package: Runtime, case: str, 
             steps.append(step)
             token = int(step["token_id"].reshape(()))
             if token not in predicted:
-                out = predict.predict({"targets": np.array([[token]], np.int32),
-                                       "target_length": np.array([1], np.int32),
-                                       "h_in": context["h_in"], "c_in": context["c_in"]})
+                out = predict.predict(decoder_feed(token, context["h_in"], context["c_in"]))
                 kept = (context["decoder_step"], context["h_in"], context["c_in"])
                 predicted[token] = dict(zip(carried, kept if token == blank else (out[o] for o in carried)))
             next_expected.append(predicted[token])
             next_actual.append({output: step[output] for output in carried})
         actual.append({output: np.concatenate([step[output] for step in steps], axis=1) for output in DECISION_OUTPUTS})
-    decisions = [gate.compare(name, output, case, *joined(expected, actual, output, axis=1),
-                              np.concatenate([m[output] for m in margins], axis=1) if output in margins[0] else None)
-                 for output in DECISION_OUTPUTS]
+    decisions = compare_decisions(gate, name, case, expected, actual, margins)
     axes = {"decoder": 2, "h_out": 1, "c_out": 1}
     return decisions + [gate.compare(name, output, case, *joined(next_expected, next_actual, output, axes[output]))
                         for output in carried]
