@@ -38,6 +38,8 @@ TEST_AUTHOR = "parakeet-coreml tests"
 # Models whose session exports run `convert` in a child process, so their export time and memory are the
 # export's own (the export-cost benchmarks reuse them in plain runs instead of exporting again).
 EXPORTED_BY_CLI = {"tiny", "full-random"}
+# The windows of the suite's multi-window exports (the README's example set).
+TEST_WINDOWS = (2.5, 5.0, 10.0, 15.0)
 # Compressed exports hold what greedy decoding in "joint" mode needs (the compressed encoder included).
 COMPRESSED_EXPORT = ("preprocessor", "encoder", "mel_encoder", "decoder", "joint")
 
@@ -107,6 +109,20 @@ class Subject:
             self.exports[(precision, layout)] = cached_export(self, precision, layout)
         return self.exports[(precision, layout)]
 
+    def windowed(self, precision: str, windows: tuple[float, ...] = TEST_WINDOWS,
+                 components: tuple[str, ...] | None = None) -> Path:
+        """A multi-window export (window-sized packages multifunction) of `components` (None: all)."""
+        key = (precision, windows, components)
+        if key not in self.exports:
+            self.exports[key] = cached_windowed_export(self, precision, windows, components)
+        return self.exports[key]
+
+    def window_contract(self, windows: tuple[float, ...] = TEST_WINDOWS):
+        """The contract of a multi-window export (its largest window; window_contracts() gives each)."""
+        from exporters.contract import contract_for_model
+
+        return contract_for_model(self.model, windows)
+
     def compressed(self, precision: str, variant: str, components: tuple[str, ...] = COMPRESSED_EXPORT) -> Path:
         """An export whose encoder and mel_encoder are compressed by `variant` (`mixed`: by the plan the
         mixed search makes for this model), holding `components` only."""
@@ -175,6 +191,26 @@ def remove_stale_exports(exports: Path, prefix: str) -> None:
     for stale in exports.glob(f"{prefix}*"):
         if re.fullmatch(re.escape(prefix) + "[0-9a-f]{16}", stale.name):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def cached_windowed_export(model_under_test: Subject, precision: str, windows: tuple[float, ...],
+                           components: tuple[str, ...] | None) -> Path:
+    """A multi-window export, made in-process once per (model, precision, windows, components, code, tools)."""
+    from exporters.checkpoints import cache_dir
+    from exporters.export import ExportSettings, export_packages
+
+    name = model_under_test.source
+    exports = cache_dir() / "exports"
+    prefix = f"{name}-{precision}-windows-" if components is None else f"{name}-{precision}-windows-some-"
+    key = export_cache_key(model_under_test.weights_sha, precision, f"windows:{windows}:{components}", False)
+    target = exports / f"{prefix}{key}"
+    if (target / "metadata.json").exists():
+        return target
+    remove_stale_exports(exports, prefix)
+    export_packages(model_under_test.model, model_under_test.window_contract(windows), name,
+                    model_under_test.weights_sha, target,
+                    ExportSettings(precision=precision, components=components, author=TEST_AUTHOR))
+    return target
 
 
 def cached_compressed_export(model_under_test: Subject, precision: str, variant: str,
@@ -397,19 +433,20 @@ def reseal_export():
     return reseal
 
 
-def load_or_skip(path, backend: str, compute_units: str = "CPU_ONLY"):
+def load_or_skip(path, backend: str, compute_units: str = "CPU_ONLY", function: str | None = None):
     """runtime.load, or skip the test with the reason this backend cannot run here (Core ML off macOS)."""
     from exporters.runtime import BackendUnavailable, load
 
     try:
-        return load(path, backend, compute_units)
+        return load(path, backend, compute_units, function)
     except BackendUnavailable as reason:
         pytest.skip(str(reason))
 
 
 @pytest.fixture(scope="session")
 def open_or_skip():
-    """load_or_skip(path, backend, compute_units="CPU_ONLY"): a package on a backend, or a skip with the reason."""
+    """load_or_skip(path, backend, compute_units="CPU_ONLY", function=None): a package (one function of a
+    multifunction package) on a backend, or a skip with the reason."""
     return load_or_skip
 
 

@@ -20,7 +20,7 @@ logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 from exporters.checkpoints import DEFAULT_HF_ID  # noqa: E402
 from exporters.compression import DEFAULT_COMPRESSED, VARIANTS  # noqa: E402
-from exporters.contract import DEFAULT_TOP_K  # noqa: E402
+from exporters.contract import DEFAULT_TOP_K, WINDOW_SECONDS  # noqa: E402
 from exporters.decoding.chunking import Chunking  # noqa: E402
 from exporters.decoding.transcriber import JOINT_MODES  # noqa: E402
 from exporters.errors import UserError  # noqa: E402
@@ -69,6 +69,14 @@ def parse_components(value: str) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def parse_windows(value: str) -> tuple[float, ...]:
+    """Window lengths in seconds from "2.5,5,10,15"; anything else is one error line."""
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"windows {value!r}: give comma-separated lengths in seconds, e.g. 2.5,5,10,15") from None
+
+
 @app.command()
 def convert(
     model: str = typer.Option(
@@ -83,6 +91,9 @@ def convert(
     layout: str = typer.Option("default", help="default (eight parakeet_*.mlpackage) or fluidaudio (the four "
                                                "packages and vocabulary FluidAudio's v3 loader opens)."),
     top_k: int = typer.Option(DEFAULT_TOP_K, help="K of the top_k_ids / top_k_logits outputs of joint_decision."),
+    windows: str = typer.Option(f"{WINDOW_SECONDS:g}", help="Comma-separated window lengths in seconds. Several "
+                                "(e.g. 2.5,5,10,15) make the window-sized packages iOS18 multifunction packages, "
+                                "one function per window sharing the weights."),
     compress: str = typer.Option("none", callback=one_of("compression", tuple(VARIANTS)),
                                  help=f"Weight compression: {', '.join(VARIANTS)}."),
     compress_components: str = typer.Option(",".join(DEFAULT_COMPRESSED),
@@ -90,7 +101,7 @@ def convert(
     mixed_plan: Optional[Path] = typer.Option(None, help="Per-weight formats for --compress mixed (JSON written "
                                                          "by `parakeet-coreml search-mixed`)."),
 ) -> None:
-    """Export the components of a Parakeet-TDT model for a fixed 15 s window.
+    """Export the components of a Parakeet-TDT model for a fixed 15 s window (or several, --windows).
 
     The output directory is replaced as a whole when every component succeeded; until then the work is
     staged beside it. Ctrl-C and SIGTERM remove the staging folder; one left by a killed process is
@@ -102,7 +113,8 @@ def convert(
 
         compression = CompressionSettings(compress, parse_components(compress_components) or DEFAULT_COMPRESSED,
                                           read_plan(mixed_plan) if mixed_plan else None)
-        run_convert(model, output_dir, precision, components, compute_units, author, layout, top_k, compression)
+        run_convert(model, output_dir, precision, components, compute_units, author, layout, top_k, compression,
+                    parse_windows(windows))
     except UserError as error:
         fail(str(error))
 
@@ -114,9 +126,9 @@ def interrupt(signum, frame) -> None:
 
 def run_convert(model_source: str, output_dir: Path, precision: str, components: str,
                 compute_units: str, author: str | None, layout: str = "default", top_k: int = DEFAULT_TOP_K,
-                compression=None) -> None:
+                compression=None, windows: tuple[float, ...] = (WINDOW_SECONDS,)) -> None:
     from exporters.checkpoints import check_source
-    from exporters.contract import check_top_k
+    from exporters.contract import check_top_k, check_windows
     from exporters.layouts import layout_named
 
     kind = check_source(model_source)  # before torch and NeMo load: a bad source fails in a moment
@@ -127,6 +139,7 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
                               *(() if compression is None else (compression,)))
     settings.validate(chosen)
     check_top_k(top_k)
+    check_windows(windows, chosen)
     check_output_dir(output_dir)
     quiet_libraries()
     from exporters.checkpoints import load_model
@@ -135,10 +148,11 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
 
     with console.status(f"loading {model_source}"):
         model = load_model(model_source, kind)
-    contract = contract_for_model(model, top_k=top_k, layout=layout)
-    console.print(f"loaded {model_source}: V={contract.model.vocab_size} D={contract.model.d_model} "
-                  f"window {contract.window_samples} samples → {contract.mel_frames} mel → "
-                  f"{contract.encoder_frames} encoder frames", highlight=False)
+    contract = contract_for_model(model, windows, top_k, layout)
+    for window in contract.window_contracts():
+        console.print(f"loaded {model_source}: V={contract.model.vocab_size} D={contract.model.d_model} "
+                      f"window {window.window_samples} samples → {window.mel_frames} mel → "
+                      f"{window.encoder_frames} encoder frames", highlight=False)
 
     def on_progress(name, result) -> None:
         if result is None:
@@ -408,7 +422,8 @@ def print_findings(findings) -> None:
         table.add_column(column)
     for package, package_findings in findings.items():
         for f in package_findings:
-            table.add_row(package, f"[{SEVERITY_STYLES[f.severity]}]{f.severity}[/]", f.rule, f.op or "", f.message)
+            where = ": ".join(part for part in (f.function, f.op) if part)
+            table.add_row(package, f"[{SEVERITY_STYLES[f.severity]}]{f.severity}[/]", f.rule, where, f.message)
         if not package_findings:
             table.add_row(package, "ok", "", "", "")
     counts = severity_counts(findings)

@@ -27,6 +27,10 @@ Layout decisions (made once, here):
   Neural Engine's 16384. A layout whose runtime feeds a flat `[1, S]` (FluidAudio) keeps that shape.
 - The preprocessor also returns the per-feature mean and std it normalized with, `[1, n_mels, 1]`,
   so a host decoding long audio in windows can renormalize with the whole utterance's statistics.
+- An export may hold several fixed windows (e.g. 2.5, 5, 10 and 15 s). The packages whose shapes follow
+  the window (`windowed`) are then multifunction packages with one function per window, named
+  `window_<milliseconds>ms`, sharing one copy of the weights; the largest window is the default function.
+  The decoder-side packages do not depend on the window and stay single-function.
 """
 
 from __future__ import annotations
@@ -71,6 +75,24 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class Window:
+    """One fixed input length and the frame counts NeMo's length rules give it."""
+
+    samples: int
+    mel_frames: int
+    encoder_frames: int
+
+    def function_name(self, sample_rate: int) -> str:
+        """Its function's name in a multifunction package."""
+        return f"window_{round(self.samples * 1000 / sample_rate)}ms"
+
+    def to_dict(self, sample_rate: int) -> dict:
+        return {"window_seconds": self.samples / sample_rate, "window_samples": self.samples,
+                "mel_frames": self.mel_frames, "encoder_frames": self.encoder_frames,
+                "function": self.function_name(sample_rate)}
+
+
+@dataclass(frozen=True)
 class ComponentContract:
     """Ordered inputs and outputs of one exported package."""
 
@@ -79,6 +101,7 @@ class ComponentContract:
     outputs: tuple[TensorSpec, ...]
     waveform_input: bool = False
     package_stem: str = ""
+    windowed: bool = False  # its shapes follow the window: one function per window in a multi-window export
 
     @property
     def fits_neural_engine(self) -> bool:
@@ -113,7 +136,7 @@ class ComponentContract:
 
 @dataclass(frozen=True)
 class Contract:
-    """All components for one model and one fixed window."""
+    """All components for one model and one fixed window (one of the export's `windows`)."""
 
     model: ModelSpec
     window_samples: int
@@ -122,6 +145,41 @@ class Contract:
     components: dict[str, ComponentContract] = field(default_factory=dict)
     top_k: int = DEFAULT_TOP_K
     layout: Layout = field(default_factory=lambda: layout_named(DEFAULT_LAYOUT))
+    other_windows: tuple[Window, ...] = ()  # the export's other windows
+
+    @property
+    def window(self) -> Window:
+        return Window(self.window_samples, self.mel_frames, self.encoder_frames)
+
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        """Every window of the export, smallest first."""
+        return tuple(sorted((self.window, *self.other_windows), key=lambda window: window.samples))
+
+    @property
+    def multi_window(self) -> bool:
+        return len(self.windows) > 1
+
+    @property
+    def function_name(self) -> str | None:
+        """The function of a windowed package this window runs (None: single-window packages)."""
+        return self.window.function_name(self.model.sample_rate) if self.multi_window else None
+
+    def for_window(self, window: Window) -> Contract:
+        """The contract of another window of the same export."""
+        others = tuple(other for other in self.windows if other != window)
+        return replace(build_contract(self.model, window.mel_frames, window.encoder_frames,
+                                      window.samples / self.model.sample_rate, self.top_k, self.layout.name),
+                       other_windows=others)
+
+    def window_contracts(self) -> list[Contract]:
+        """One contract per window, smallest first."""
+        return [self.for_window(window) for window in self.windows]
+
+    def holding(self, samples: int) -> Contract:
+        """The contract of the smallest window that holds `samples` (the largest if none does)."""
+        contracts = self.window_contracts()
+        return next((contract for contract in contracts if contract.window_samples >= samples), contracts[-1])
 
     def __getitem__(self, name: str) -> ComponentContract:
         try:
@@ -138,10 +196,13 @@ class Contract:
 
     def with_layout(self, layout: str) -> Contract:
         """The same interfaces with another layout's packages and file names."""
-        return build_contract(self.model, self.mel_frames, self.encoder_frames,
-                              self.window_samples / self.model.sample_rate, self.top_k, layout)
+        return replace(build_contract(self.model, self.mel_frames, self.encoder_frames,
+                                      self.window_samples / self.model.sample_rate, self.top_k, layout),
+                       other_windows=self.other_windows)
 
     def to_dict(self) -> dict:
+        """The default (largest) window's interfaces; `windows` lists every window and its function."""
+        windows = {"windows": [w.to_dict(self.model.sample_rate) for w in self.windows]} if self.multi_window else {}
         return {
             "window_seconds": self.window_samples / self.model.sample_rate,
             "window_samples": self.window_samples,
@@ -150,6 +211,7 @@ class Contract:
             "decoder_steps": DECODER_STEPS,
             "top_k": self.top_k,
             "layout": self.layout.name,
+            **windows,
             "components": {name: c.to_dict() for name, c in self.components.items()},
         }
 
@@ -214,13 +276,13 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
     logits = TensorSpec("logits", (1, encoder_frames, DECODER_STEPS, spec.num_joint_outputs), FP32,
                         "raw joint logits: V + 1 token logits, then one per duration")
     components = [
-        ComponentContract("preprocessor", audio, mel + feature_stats, waveform_input=True),
-        ComponentContract("encoder", mel, encoded),
+        ComponentContract("preprocessor", audio, mel + feature_stats, waveform_input=True, windowed=True),
+        ComponentContract("encoder", mel, encoded, windowed=True),
         ComponentContract("decoder", decoder_inputs, decoder_outputs),
-        ComponentContract("joint", joint_inputs(encoder_frames), (logits,)),
-        ComponentContract("mel_encoder", audio, encoded, waveform_input=True),
+        ComponentContract("joint", joint_inputs(encoder_frames), (logits,), windowed=True),
+        ComponentContract("mel_encoder", audio, encoded, waveform_input=True, windowed=True),
         ComponentContract("joint_decision", (*joint_inputs(encoder_frames), token_bias),
-                          decision_outputs(encoder_frames)),
+                          decision_outputs(encoder_frames), windowed=True),
         ComponentContract("joint_decision_single_step", (*joint_inputs(1, ("encoder_step", "decoder_step")), token_bias),
                           decision_outputs(1)),
         ComponentContract("decode_step", (*joint_inputs(1, ("encoder_step", "decoder_step")), *decoder_inputs[2:],
@@ -246,15 +308,36 @@ def check_top_k(top_k: int, num_token_logits: int | None = None) -> None:
         raise UserError(f"top-k {top_k} out of range: choose {bound}")
 
 
-def contract_for_model(model, window_seconds: float = WINDOW_SECONDS, top_k: int = DEFAULT_TOP_K,
+def contract_for_model(model, windows: tuple[float, ...] = (WINDOW_SECONDS,), top_k: int = DEFAULT_TOP_K,
                        layout: str = DEFAULT_LAYOUT) -> Contract:
-    """Inspect a NeMo model and derive its contract (frame counts by NeMo's own length rules)."""
+    """Inspect a NeMo model and derive its contract for the largest of `windows` (seconds), the others
+    recorded beside it (frame counts by NeMo's own length rules)."""
     from exporters.inspect_model import encoder_frames, inspect_model, mel_frames
 
     spec = inspect_model(model)
-    samples = int(round(window_seconds * spec.sample_rate))
-    mels = mel_frames(model, samples)
-    return build_contract(spec, mels, encoder_frames(model, mels), window_seconds, top_k, layout)
+    check_windows(windows, layout_named(layout), spec)
+    frames = []
+    for seconds in sorted(set(windows)):
+        samples = int(round(seconds * spec.sample_rate))
+        frames.append(Window(samples, mel_frames(model, samples), encoder_frames(model, mel_frames(model, samples))))
+    largest = frames[-1]
+    return replace(build_contract(spec, largest.mel_frames, largest.encoder_frames, max(windows), top_k, layout),
+                   other_windows=tuple(frames[:-1]))
+
+
+def check_windows(windows: tuple[float, ...], layout: Layout, spec: ModelSpec | None = None) -> None:
+    """Windows the packages can be built for: positive, several only where the layout's runtime opens
+    multifunction packages, and (once the model is known) whole hops longer than one STFT frame."""
+    if not windows or any(seconds <= 0 for seconds in windows):
+        raise UserError(f"windows {', '.join(f'{s:g}' for s in windows) or '(none)'}: give positive lengths in seconds")
+    if len(set(windows)) > 1 and not layout.multi_window:
+        raise UserError(f"the {layout.name} layout's runtime opens single-window packages: give one window")
+    for seconds in windows if spec else ():
+        samples = seconds * spec.sample_rate
+        if abs(samples - round(samples)) > 1e-6 or round(samples) % spec.hop_length:
+            raise UserError(f"window {seconds:g} s is no whole number of {spec.hop_length}-sample hops")
+        if round(samples) <= spec.n_fft:
+            raise UserError(f"window {seconds:g} s is not longer than one STFT frame ({spec.n_fft} samples)")
 
 
 def spec_from_dict(data: dict) -> ModelSpec:
@@ -263,10 +346,12 @@ def spec_from_dict(data: dict) -> ModelSpec:
 
 
 def contract_from_metadata(metadata: dict) -> Contract:
-    """Rebuild the contract recorded in a metadata.json."""
+    """Rebuild the contract recorded in a metadata.json (its default window, the others beside it)."""
     recorded = metadata["contract"]
-    return build_contract(spec_from_dict(metadata["model"]["spec"]), recorded["mel_frames"],
-                          recorded["encoder_frames"], recorded["window_seconds"], recorded["top_k"],
-                          recorded["layout"])
+    contract = build_contract(spec_from_dict(metadata["model"]["spec"]), recorded["mel_frames"],
+                              recorded["encoder_frames"], recorded["window_seconds"], recorded["top_k"],
+                              recorded["layout"])
+    windows = (Window(w["window_samples"], w["mel_frames"], w["encoder_frames"]) for w in recorded.get("windows", ()))
+    return replace(contract, other_windows=tuple(w for w in windows if w != contract.window))
 
 

@@ -32,6 +32,8 @@ AUTO_COMPUTE_UNITS = "auto"
 BEYOND_NEURAL_ENGINE_UNITS = "CPU_AND_GPU"
 DEFAULT_COMPUTE_UNITS = "ALL"
 TOKENIZER_FILE = "tokenizer.model"
+# coremltools.utils.save_multifunction makes iOS18 packages (the first with several functions).
+MULTIFUNCTION_TARGET = "iOS18"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class ExportResult:
     compute_units: str
     deployment_target: str = "iOS17"
     compression: str | None = None
+    function_bytes: dict[str, int] | None = None  # a multifunction package: each window's bytes on its own
 
 
 def trace(model, contract: Contract, name: str) -> torch.jit.ScriptModule:
@@ -118,22 +121,76 @@ def coreml_input(spec: TensorSpec):
 
 def export_component(model, contract: Contract, name: str, settings: ExportSettings,
                      directory: Path) -> ExportResult:
-    """Trace, convert and save one component into directory."""
+    """Trace, convert and save one component into directory: one function per window for a windowed
+    component of a multi-window export."""
     started = time.perf_counter()
     component = contract[name]
-    traced = trace(model, contract, name)
-    target = settings.compression.minimum_target(name)
-    mlmodel = convert(traced, component, settings.precision, COMPONENTS[name].keep_fp32, target)
+    path = directory / component.package_name
+    function_bytes = None
+    if component.windowed and contract.multi_window:
+        target = later_target(MULTIFUNCTION_TARGET, settings.compression.minimum_target(name))
+        function_bytes = save_windows(model, contract, name, settings, target, path)
+    else:
+        target = settings.compression.minimum_target(name)
+        converted(model, contract, name, settings, target).save(str(path))
     compressed = settings.compression.applies_to(name)
-    if compressed:
+    return ExportResult(name, component.package_name, settings.precision, time.perf_counter() - started,
+                        directory_size(path), settings.recommended_compute_units(component), target,
+                        settings.compression.variant if compressed else None, function_bytes)
+
+
+def converted(model, contract: Contract, name: str, settings: ExportSettings, target: str):
+    """One component for the contract's window: traced, converted and compressed as the settings ask."""
+    mlmodel = convert(trace(model, contract, name), contract[name], settings.precision, COMPONENTS[name].keep_fp32,
+                      target)
+    if settings.compression.applies_to(name):
         mlmodel = compress(mlmodel, settings.compression)
     if settings.author:
         mlmodel.author = settings.author
-    path = directory / component.package_name
-    mlmodel.save(str(path))
-    return ExportResult(name, component.package_name, settings.precision, time.perf_counter() - started,
-                        directory_size(path), settings.recommended_compute_units(component), target,
-                        settings.compression.variant if compressed else None)
+    return mlmodel
+
+
+def save_windows(model, contract: Contract, name: str, settings: ExportSettings, target: str,
+                 path: Path) -> dict[str, int]:
+    """A multifunction package with one function per window of the contract, the largest the default;
+    coremltools stores the weights the functions share once. Returns each window's bytes as a package
+    of its own."""
+    from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"{name}-windows-"))  # inside the staging folder
+    descriptor = MultiFunctionDescriptor()
+    function_bytes = {}
+    for window in contract.window_contracts():
+        single = scratch / f"{window.function_name}.mlpackage"
+        converted(model, window, name, settings, target).save(str(single))
+        gc.collect()
+        function_bytes[window.function_name] = directory_size(single)
+        descriptor.add_function(str(single), "main", window.function_name)
+    descriptor.default_function_name = contract.function_name
+    save_multifunction(descriptor, str(path))
+    restore_model_metadata(path, name, settings)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return function_bytes
+
+
+def restore_model_metadata(path: Path, name: str, settings: ExportSettings) -> None:
+    """save_multifunction writes a fresh model description: put back the author and short description."""
+    import coremltools as ct
+
+    from exporters.runtime.mil.program import root_model_file
+
+    spec = ct.utils.load_spec(str(path))
+    spec.description.metadata.shortDescription = f"Parakeet-TDT {name} ({settings.precision}), one function per window"
+    if settings.author:
+        spec.description.metadata.author = settings.author
+    root_model_file(path).write_bytes(spec.SerializeToString())
+
+
+def later_target(first: str, second: str) -> str:
+    """The later of two deployment target names (iOS17 < iOS18)."""
+    import coremltools as ct
+
+    return max(first, second, key=lambda name: getattr(ct.target, name).value)
 
 
 def directory_size(path: Path) -> int:
@@ -179,7 +236,15 @@ def package_entry(result: ExportResult, contract: Contract, directory: Path) -> 
             "size_bytes": result.size_bytes, "export_seconds": round(result.seconds, 3),
             "recommended_compute_units": result.compute_units,
             "deployment_target": result.deployment_target, "compression": result.compression,
-            "waveform_input": contract[result.component].waveform_input}
+            "waveform_input": contract[result.component].waveform_input, **functions_entry(result, contract)}
+
+
+def functions_entry(result: ExportResult, contract: Contract) -> dict:
+    """A multifunction package's functions (one per window) and its default one."""
+    if result.function_bytes is None:
+        return {}
+    return {"default_function": contract.function_name,
+            "functions": {name: {"size_bytes_alone": size} for name, size in result.function_bytes.items()}}
 
 
 @contextlib.contextmanager

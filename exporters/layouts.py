@@ -9,7 +9,8 @@ layout; a layout only picks packages, names their files and adds the files a run
   single-step joint_decision), plus `parakeet_vocab.json`. FluidAudio opens compiled `.mlmodelc`
   bundles of these names: `parakeet-coreml compile` makes them on macOS. FluidAudio feeds the
   preprocessor a flat [1, 240000] waveform, so this layout keeps that input (its preprocessor then
-  cannot use the Neural Engine; FluidAudio runs it on the CPU anyway).
+  cannot use the Neural Engine; FluidAudio runs it on the CPU anyway). Its loader opens one 15 s
+  window (single-function packages), so this layout takes one window only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Layout:
     vocabulary_file: str | None = None  # a {"id": "piece"} JSON map of the tokenizer, beside the packages
     folder_name: str | None = None  # the directory name the runtime looks for
     flat_waveform: bool = False  # audio_signal [1, S] as the runtime feeds it, not framed [1, S / hop, hop]
+    multi_window: bool = True  # whether its runtime can open multifunction packages (several windows)
 
     def has(self, component: str) -> bool:
         return not self.package_stems or component in self.package_stems
@@ -41,7 +43,8 @@ LAYOUTS = {
     "fluidaudio": Layout(
         "fluidaudio", {"preprocessor": "Preprocessor", "encoder": "Encoder", "decoder": "Decoder",
                        "joint_decision_single_step": "JointDecisionv3"},
-        vocabulary_file="parakeet_vocab.json", folder_name=FLUIDAUDIO_FOLDER, flat_waveform=True),
+        vocabulary_file="parakeet_vocab.json", folder_name=FLUIDAUDIO_FOLDER, flat_waveform=True,
+        multi_window=False),
 }
 
 

@@ -69,9 +69,11 @@ class Finding:
     rule: str
     op: str | None  # "type name" of the op concerned, None for model-level findings
     message: str
+    function: str | None = None  # the function of a multifunction package it was found in
 
     def to_dict(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if key != "package"}
+        return {key: value for key, value in asdict(self).items()
+                if key != "package" and (key != "function" or value is not None)}
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,10 @@ class Program:
     var_types: dict[str, MIL_pb2.ValueType]
     producers: dict[str, MIL_pb2.Operation]  # variable name → the op that outputs it
     values: ValueDecoder
+    function: str | None = None  # set for one function of a multifunction package
 
     def finding(self, severity: str, rule: str, op: MIL_pb2.Operation | None, message: str) -> Finding:
-        return Finding(self.package, severity, rule, describe_op(op), message)
+        return Finding(self.package, severity, rule, describe_op(op), message, self.function)
 
     def constant(self, op: MIL_pb2.Operation, argument: str):
         """The value bound to an op argument: inline, or the output of a const op; None otherwise."""
@@ -129,19 +132,27 @@ def walk_ops(block: MIL_pb2.Block) -> Iterator[MIL_pb2.Operation]:
             yield from walk_ops(nested)
 
 
-def read_program(path: Path) -> Program:
-    """Parse a package's spec and main function (coremltools is imported here: it takes seconds)."""
+def read_programs(path: Path) -> list[Program]:
+    """Parse a package's spec and each of its functions (coremltools is imported here: it takes seconds)."""
     import coremltools as ct
 
+    from exporters.runtime.mil.program import function_names
+
+    spec = ct.utils.load_spec(str(path))
+    names = function_names(spec)
+    return [read_program(path, spec, name if len(names) > 1 else None) for name in names]
+
+
+def read_program(path: Path, spec: Model_pb2.Model, function: str | None = None) -> Program:
+    """One function of a package (None: its only one) flattened."""
     from exporters.runtime.mil.program import ValueDecoder, load_package
 
-    mil = load_package(path)
+    mil = load_package(path, function)
     ops = tuple(walk_ops(mil.main_block))
     var_types = {value.name: value.type for value in mil.main.inputs}
     var_types.update({output.name: output.type for op in ops for output in op.outputs})
     producers = {output.name: op for op in ops for output in op.outputs}
-    return Program(path.name, mil, ct.utils.load_spec(str(path)), ops, var_types, producers,
-                   ValueDecoder(mil.model_file))
+    return Program(path.name, mil, spec, ops, var_types, producers, ValueDecoder(mil.model_file), function)
 
 
 def dtype_of(value_type: MIL_pb2.ValueType) -> np.dtype | None:
@@ -401,13 +412,18 @@ def lint_package(path: Path, target: str = DEFAULT_TARGET) -> list[Finding]:
 
     path = Path(path)
     try:
-        program = read_program(path)
-        return [*check_dimensions(program), *check_flexible_inputs(program), *check_fallback_ops(program),
-                *check_gather_indices(program), *check_fp16_constants(program), *check_fp32_ops(program),
-                *check_ranks(program), *check_spec_version(program, target), *check_compression(program),
-                *check_op_targets(program)]
+        programs = read_programs(path)
+        return [*check_spec_version(programs[0], target),
+                *(finding for program in programs for finding in function_findings(program))]
     except (OSError, ValueError, KeyError, DecodeError, WeightFileError) as error:
         return [Finding(path.name, ERROR, RULE_UNREADABLE, None, f"cannot read package: {error}")]
+
+
+def function_findings(program: Program) -> list[Finding]:
+    """Every finding within one function."""
+    return [*check_dimensions(program), *check_flexible_inputs(program), *check_fallback_ops(program),
+            *check_gather_indices(program), *check_fp16_constants(program), *check_fp32_ops(program),
+            *check_ranks(program), *check_compression(program), *check_op_targets(program)]
 
 
 def package_paths(directory: Path) -> list[Path]:

@@ -30,9 +30,15 @@ def exact_dft_basis(n_fft: int, window: torch.Tensor) -> tuple[torch.Tensor, tor
     return torch.from_numpy(real).float(), torch.from_numpy(imaginary).float()
 
 
-def sample_index(rows: int, hop: int) -> torch.Tensor:
+def runtime_arange(count: int, length: torch.Tensor) -> torch.Tensor:
+    """arange(count), offset by length − length (= 0) so the converter cannot fold it, or the index tables
+    built from it, into constants: folded, they are megabytes stored in the package for every window."""
+    return torch.arange(count) + (length - length)
+
+
+def sample_index(rows: int, hop: int, length: torch.Tensor) -> torch.Tensor:
     """[1, rows, hop]: the position in the file of every sample of a framed waveform."""
-    return (torch.arange(rows).unsqueeze(1) * hop + torch.arange(hop).unsqueeze(0)).unsqueeze(0)
+    return (runtime_arange(rows, length).unsqueeze(1) * hop + torch.arange(hop).unsqueeze(0)).unsqueeze(0)
 
 
 def preemphasized(signal: torch.Tensor, length: torch.Tensor, coefficient: float | None) -> torch.Tensor:
@@ -42,7 +48,7 @@ def preemphasized(signal: torch.Tensor, length: torch.Tensor, coefficient: float
     if coefficient is not None:
         row_ends = torch.cat([torch.zeros_like(signal[:, :1, -1:]), signal[:, :-1, -1:]], dim=1)
         signal = signal - coefficient * torch.cat([row_ends, signal[:, :, :-1]], dim=2)
-    return signal.masked_fill(sample_index(rows, hop) >= length, 0.0)
+    return signal.masked_fill(sample_index(rows, hop, length) >= length, 0.0)
 
 
 def stft_frames(signal: torch.Tensor, length: torch.Tensor, n_fft: int, mode: str) -> torch.Tensor:
@@ -56,7 +62,7 @@ def stft_frames(signal: torch.Tensor, length: torch.Tensor, n_fft: int, mode: st
     Neural Engine's 16384 per dimension.
     """
     _, rows, hop = signal.shape
-    position = torch.arange(rows + 1).unsqueeze(1) * hop + torch.arange(n_fft).unsqueeze(0) - n_fft // 2
+    position = runtime_arange(rows + 1, length).unsqueeze(1) * hop + torch.arange(n_fft).unsqueeze(0) - n_fft // 2
     if mode == "reflect":
         position = position.abs()
         position = torch.where(position < length, position, 2 * (length - 1) - position)
@@ -66,8 +72,8 @@ def stft_frames(signal: torch.Tensor, length: torch.Tensor, n_fft: int, mode: st
 
 
 class FramedStft:
-    """torch.stft(center=True, one-sided) of the unpadded file as |X|, from a framed waveform: the frames
-    times an exact DFT basis. Valid frames of a zero-padded window equal NeMo's STFT of the file alone."""
+    """torch.stft(center=True, one-sided) of the unpadded file as (real, imaginary), from a framed waveform:
+    the frames times an exact DFT basis. Valid frames of a zero-padded window equal NeMo's STFT of the file alone."""
 
     def __init__(self, featurizer: torch.nn.Module, mode: str):
         self.n_fft = featurizer.n_fft

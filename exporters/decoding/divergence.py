@@ -23,8 +23,8 @@ class RecordingTranscriber(Transcriber):
         self.log: list[tuple] = []
         self.top_logit: list[float] = []
 
-    def decider(self, encoder):
-        decide = super().decider(encoder)
+    def decider(self, encoder, window):
+        decide = super().decider(encoder, window)
         split = self.contract.model.num_token_logits
 
         def recorded(frame, decoder_output):
@@ -42,7 +42,7 @@ def recording(transcriber: Transcriber, joint=None) -> RecordingTranscriber:
     when the path decides with a fused joint_decision package."""
     runtimes = transcriber.runtimes if joint is None else transcriber.runtimes | {"joint": joint}
     return RecordingTranscriber(runtimes, transcriber.contract, transcriber.tokenizer, transcriber.joint_mode,
-                                transcriber.fused_frontend)
+                                transcriber.fused_frontend, smaller_windows=tuple(transcriber.windows[:-1]))
 
 
 @dataclass

@@ -9,6 +9,10 @@ the decoder package one token at a time with h/c fed back, and decides with one 
   prediction network on the token it chose, so an emitted token costs no decoder call (the decoder
   package runs once per utterance, NeMo's start-of-sequence step).
 
+An export with several windows (multifunction packages) runs each window of audio in the smallest
+window that holds it: a 2 s file costs a 2.5 s encoder pass, not 15 s. Padding changes nothing (the
+packages mask it), so the decisions are the same in any window that holds the audio.
+
 Audio that fits the package window is one window holding the whole file: the packages reproduce
 NeMo on the unpadded file there (true-end padding, masked subsampling), so the decisions are NeMo
 transcribe()'s. Longer audio is decoded in chunks (`Chunking`): each window holds left context +
@@ -54,11 +58,21 @@ class PendingContext:
     state: tuple  # that (h, c)
 
 
+@dataclass(frozen=True)
+class WindowPackages:
+    """One window of the export and the runtimes of the packages whose shapes follow it (one function each
+    of the multifunction packages)."""
+
+    contract: Contract
+    runtimes: dict
+
+
 @dataclass
 class Transcript:
     text: str
     tokens: list[TokenTiming] = field(default_factory=list)
     words: list[WordTiming] = field(default_factory=list)
+    window_seconds: list[float] = field(default_factory=list)  # the window each chunk ran in
 
     def decisions(self) -> tuple[list[int], list[int], list[int]]:
         """Token ids, their frames and their durations: what a comparison with NeMo's hypothesis checks."""
@@ -66,7 +80,7 @@ class Transcript:
 
     def to_dict(self) -> dict:
         return {"text": self.text, "tokens": [t.to_dict() for t in self.tokens],
-                "words": [w.to_dict() for w in self.words]}
+                "words": [w.to_dict() for w in self.words], "window_seconds": self.window_seconds}
 
 
 def components_needed(joint_mode: str, fused_frontend: bool) -> list[str]:
@@ -80,12 +94,16 @@ class Transcriber:
     """Greedy TDT transcription over components behind the runtime interface (packages or NeMo)."""
 
     def __init__(self, runtimes: dict, contract: Contract, tokenizer, joint_mode: str = "joint",
-                 fused_frontend: bool = False, chunking: Chunking = Chunking(), token_bias: np.ndarray | None = None):
+                 fused_frontend: bool = False, chunking: Chunking = Chunking(), token_bias: np.ndarray | None = None,
+                 smaller_windows: tuple[WindowPackages, ...] = ()):
+        """`runtimes` run the contract's window; `smaller_windows` are the export's other windows."""
         missing = set(components_needed(joint_mode, fused_frontend)) - set(runtimes)
         if missing:
             raise ValueError(f"missing components for {joint_mode}: {', '.join(sorted(missing))}")
         self.runtimes = runtimes
         self.contract = contract
+        self.windows = sorted((*smaller_windows, WindowPackages(contract, runtimes)),
+                              key=lambda window: window.contract.window_samples)
         self.joint_mode = joint_mode
         self.fused_frontend = fused_frontend
         self.chunking = chunking
@@ -103,38 +121,50 @@ class Transcriber:
     def frame_seconds(self) -> float:
         return self.frame_samples / self.contract.model.sample_rate
 
-    def encode(self, audio: dict) -> tuple[np.ndarray, int]:
+    def window_for(self, chunk: Chunk) -> WindowPackages:
+        """The smallest window that holds the chunk's audio (with its contexts)."""
+        samples = chunk.window_end - chunk.window_start
+        return next(window for window in self.windows if window.contract.window_samples >= samples)
+
+    def runtime(self, name: str, window: WindowPackages):
+        """A package's runtime for a window (the window-independent packages serve every window)."""
+        return window.runtimes[name] if name in window.runtimes else self.runtimes[name]
+
+    def encode(self, audio: dict, window: WindowPackages) -> tuple[np.ndarray, int]:
         """Encoder frames [1, D, T] and the number of valid frames for one window of audio."""
         if self.fused_frontend:
-            encoded = self.runtimes["mel_encoder"].predict(audio)
+            encoded = self.runtime("mel_encoder", window).predict(audio)
         else:
-            features = self.runtimes["preprocessor"].predict(audio)
-            encoded = self.runtimes["encoder"].predict(self.contract["encoder"].pick_inputs(features))
+            features = self.runtime("preprocessor", window).predict(audio)
+            encoded = self.runtime("encoder", window).predict(window.contract["encoder"].pick_inputs(features))
         return encoded["encoder"], int(encoded["encoder_length"][0])
 
-    def window_audio(self, samples: np.ndarray, chunk: Chunk) -> dict:
-        window = samples[chunk.window_start:chunk.window_end]
-        audio_signal = np.zeros((1, self.contract.window_samples), np.float32)
-        audio_signal[0, :len(window)] = window
-        return self.contract.audio_feed(audio_signal, np.array([len(window)], np.int32))
+    def window_audio(self, samples: np.ndarray, chunk: Chunk, window: WindowPackages) -> dict:
+        audio = samples[chunk.window_start:chunk.window_end]
+        audio_signal = np.zeros((1, window.contract.window_samples), np.float32)
+        audio_signal[0, :len(audio)] = audio
+        return window.contract.audio_feed(audio_signal, np.array([len(audio)], np.int32))
 
     def encoded_windows(self, samples: np.ndarray, chunks: list[Chunk]):
-        """(chunk, encoder frames, valid frames) per chunk. With several chunks and the modular front end,
-        every window's mel is re-normalized with the whole utterance's statistics, as NeMo does on the
-        long file; the fused mel_encoder normalizes each window on its own (an approximation)."""
-        windows = [self.window_audio(samples, chunk) for chunk in chunks]
+        """(chunk, window, encoder frames, valid frames) per chunk, each in the smallest window holding it.
+        With several chunks and the modular front end, every window's mel is re-normalized with the whole
+        utterance's statistics, as NeMo does on the long file; the fused mel_encoder normalizes each window
+        on its own (an approximation)."""
+        windows = [self.window_for(chunk) for chunk in chunks]
+        audios = [self.window_audio(samples, chunk, window) for chunk, window in zip(chunks, windows)]
         if len(chunks) == 1 or self.fused_frontend:
-            yield from ((chunk, *self.encode(audio)) for chunk, audio in zip(chunks, windows))
+            yield from ((chunk, window, *self.encode(audio, window))
+                        for chunk, window, audio in zip(chunks, windows, audios))
             return
-        features = [self.runtimes["preprocessor"].predict(audio) for audio in windows]
+        features = [self.runtime("preprocessor", window).predict(audio) for window, audio in zip(windows, audios)]
         spec = self.contract.model
         raw_chunks = [raw_log_mel(feature)[0, :, chunk_mel_frames(chunk, int(feature["mel_length"][0]),
                                                                   spec.hop_length, spec.subsampling_factor)]
                       for chunk, feature in zip(chunks, features)]
         mean, std = utterance_statistics(raw_chunks)
-        for chunk, feature in zip(chunks, features):
-            encoded = self.runtimes["encoder"].predict(renormalized(feature, mean, std))
-            yield chunk, encoded["encoder"], int(encoded["encoder_length"][0])
+        for chunk, window, feature in zip(chunks, windows, features):
+            encoded = self.runtime("encoder", window).predict(renormalized(feature, mean, std))
+            yield chunk, window, encoded["encoder"], int(encoded["encoder_length"][0])
 
     def predict(self, token: int, state):
         """One decoder step: (decoder output [1, H, 1], (h, c)). In decode_step mode the decoder output is
@@ -155,12 +185,12 @@ class Transcriber:
                                                 "target_length": np.array([1], np.int32), "h_in": h, "c_in": c})
         return out["decoder"], (out["h_out"], out["c_out"])
 
-    def decider(self, encoder: np.ndarray):
+    def decider(self, encoder: np.ndarray, window: WindowPackages):
         """decide(frame, decoder_output) for one window, backed by the chosen joint package."""
         split = self.contract.model.num_token_logits
 
         name = JOINT_COMPONENT[self.joint_mode]
-        package, component = self.runtimes[name], self.contract[name]
+        package, component = self.runtime(name, window), window.contract[name]
         package_bias = None if self.joint_mode == "joint" else self.token_bias
         if self.joint_mode == "decode_step":
             def decide(frame, context):
@@ -196,10 +226,12 @@ class Transcriber:
         return decide
 
     def decode(self, encoder: np.ndarray, end: int, start: TdtHypothesis | None = None, first_frame: int = 0,
-               final: bool = True) -> TdtHypothesis:
-        """Greedy TDT over one window's encoder frames first_frame..end-1, from `start`'s decoder context."""
+               final: bool = True, window: WindowPackages | None = None) -> TdtHypothesis:
+        """Greedy TDT over one window's encoder frames first_frame..end-1, from `start`'s decoder context
+        (`window`: the one the frames were encoded in; default the contract's)."""
         spec = self.contract.model
-        return greedy_tdt_decode(end, self.predict, self.decider(encoder), blank_id=spec.blank_id,
+        window = window or self.windows[-1]
+        return greedy_tdt_decode(end, self.predict, self.decider(encoder, window), blank_id=spec.blank_id,
                                  durations=spec.durations, max_symbols=spec.max_symbols_per_step, start=start,
                                  semantics=spec.greedy_semantics, first_frame=first_frame, final=final)
 
@@ -207,13 +239,15 @@ class Transcriber:
         """Decode mono samples at the model's sample rate, chunk by chunk."""
         spec = self.contract.model
         timings: list[TokenTiming] = []
+        window_seconds: list[float] = []
         hypothesis = TdtHypothesis()
         chunks = plan_chunks(len(samples), self.contract.window_samples, self.frame_samples, spec.sample_rate,
                              self.chunking)
-        for chunk, encoder, valid_frames in self.encoded_windows(samples, chunks):
+        for chunk, window, encoder, valid_frames in self.encoded_windows(samples, chunks):
+            window_seconds.append(window.contract.window_samples / spec.sample_rate)
             origin = chunk.window_start // self.frame_samples  # the window's frame 0, in utterance frames
             end = valid_frames if chunk.final else chunk.end_frame - origin
-            hypothesis = self.decode(encoder, end, hypothesis, hypothesis.next_frame - origin, chunk.final)
+            hypothesis = self.decode(encoder, end, hypothesis, hypothesis.next_frame - origin, chunk.final, window)
             timings += [TokenTiming(token, self.tokenizer.id_to_piece(token), chunk.index, origin + frame, duration,
                                     (origin + frame) * self.frame_seconds,
                                     (origin + frame + duration) * self.frame_seconds)
@@ -221,7 +255,7 @@ class Transcriber:
             hypothesis.next_frame += origin
         timings = refine_punctuation(timings, self.punctuation)
         return Transcript(self.tokenizer.decode([t.token_id for t in timings]), timings,
-                          group_words(timings, self.tokenizer))
+                          group_words(timings, self.tokenizer), window_seconds)
 
 
 def default_joint_mode(contract: Contract) -> str:
@@ -244,6 +278,10 @@ def open_transcriber(packages_dir: Path, backend: str | None = None, joint_mode:
         raise UserError(f"{packages_dir} ({contract.layout.name} layout) has no {', '.join(missing)} package "
                         f"for joint mode {joint_mode}{' with the fused front end' if fused_frontend else ''}")
     runtimes = {name: load(Path(packages_dir) / contract[name].package_name, backend) for name in needed}
+    smaller = tuple(WindowPackages(window, {name: load(Path(packages_dir) / window[name].package_name, backend,
+                                                       function=window.function_name)
+                                            for name in needed if window[name].windowed})
+                    for window in contract.window_contracts()[:-1])
     tokenizer = spm.SentencePieceProcessor(model_file=str(Path(packages_dir) / metadata["tokenizer"]))
     bias = None if lock is None else lock.bias(tokenizer, contract.model.num_token_logits)
-    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking, bias)
+    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking, bias, smaller)

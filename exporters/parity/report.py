@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +121,17 @@ def read_tolerances(path: Path | None) -> dict | None:
         raise UserError(f"cannot read tolerance table {path}: {error}") from None
 
 
+def smaller_window_gates(gate: GateContext, window, packages_dir: Path, backend: str | None, clip_name: str,
+                         samples, components: list[str]) -> list:
+    """The gates of one smaller window's functions, on the clip's first window-length of samples."""
+    windowed = [name for name in components if window[name].windowed]
+    opened = {name: load(packages_dir / window[name].package_name, backend, function=window.function_name)
+              for name in windowed}
+    audio_signal, audio_length = fit_window(samples[:window.window_samples], window.window_samples)
+    return clip_gates(replace(gate, contract=window), opened.__getitem__, f"{clip_name} ({window.function_name})",
+                      audio_signal, audio_length, default_tokens(window), windowed)
+
+
 def compare_export(packages_dir: Path, audio_path: Path | None, backend: str | None, runs: int, warmup: int,
                    plots_dir: Path | None, tolerances_file: Path | None) -> CompareReport:
     from exporters.contract import contract_for_model
@@ -128,7 +139,8 @@ def compare_export(packages_dir: Path, audio_path: Path | None, backend: str | N
     metadata = read_metadata(packages_dir)
     model = load_recorded_model(metadata)
     recorded = metadata["contract"]
-    contract = contract_for_model(model, top_k=recorded["top_k"], layout=recorded["layout"])
+    windows = tuple(w["window_seconds"] for w in recorded.get("windows", ())) or (recorded["window_seconds"],)
+    contract = contract_for_model(model, windows, recorded["top_k"], recorded["layout"])
     clip = audio_path or DEFAULT_CLIP
     if not Path(clip).is_file():
         raise UserError(f"audio clip not found: {clip}")
@@ -139,6 +151,8 @@ def compare_export(packages_dir: Path, audio_path: Path | None, backend: str | N
     gate = GateContext(model, contract, precision, read_tolerances(tolerances_file), compressed_components(metadata))
     diffs = clip_gates(gate, opened.__getitem__, Path(clip).name, audio_signal, audio_length,
                        default_tokens(contract), list(opened))
+    for window in contract.window_contracts()[:-1]:
+        diffs += smaller_window_gates(gate, window, packages_dir, backend, Path(clip).name, samples, list(opened))
     report = CompareReport(diffs)
     for name, package in opened.items():
         report.latencies += measure_latency(model, contract, name, package, runs, warmup)

@@ -68,21 +68,24 @@ def coreml_available() -> bool:
     return sys.platform == "darwin"
 
 
-def load(path: Path | str, backend: str | None = None, compute_units: str = "CPU_ONLY") -> Runtime:
-    """Open a saved .mlpackage with the chosen backend."""
+def load(path: Path | str, backend: str | None = None, compute_units: str = "CPU_ONLY",
+         function: str | None = None) -> Runtime:
+    """Open a saved .mlpackage with the chosen backend; `function` picks one function of a multifunction
+    package by name (None: its default function)."""
     backend = backend or default_backend()
     if backend == "mil":
-        return MilRuntime(Path(path))
+        return MilRuntime(Path(path), function)
     if backend == "coreml":
-        return CoreMLRuntime(Path(path), compute_units)
+        return CoreMLRuntime(Path(path), compute_units, function)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def package_io(path: Path) -> tuple[tuple[TensorDescription, ...], tuple[TensorDescription, ...]]:
-    """Inputs and outputs declared in a package's spec, in order (optional inputs with their defaults)."""
+def package_io(path: Path, function: str | None = None
+               ) -> tuple[tuple[TensorDescription, ...], tuple[TensorDescription, ...]]:
+    """Inputs and outputs one function of a package declares, in order (optional inputs with their defaults)."""
     from exporters.runtime.mil.program import load_package
 
-    package = load_package(Path(path))
+    package = load_package(Path(path), function)
     return tuple(package.inputs), tuple(package.outputs)
 
 
@@ -91,12 +94,12 @@ class MilRuntime:
 
     backend = "mil"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, function: str | None = None):
         from exporters.runtime.mil import MilExecutor
 
         self.path = path
-        self.executor = MilExecutor(path)
-        self.inputs, self.outputs = package_io(path)
+        self.executor = MilExecutor(path, function)
+        self.inputs, self.outputs = package_io(path, function)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.executor.predict(inputs)
@@ -107,15 +110,16 @@ class CoreMLRuntime:
 
     backend = "coreml"
 
-    def __init__(self, path: Path, compute_units: str = "CPU_ONLY"):
+    def __init__(self, path: Path, compute_units: str = "CPU_ONLY", function: str | None = None):
         if not coreml_available():
             raise BackendUnavailable(f"Core ML can run packages only on macOS (this is {sys.platform})")
         import coremltools as ct
 
         self.path = path
         self.compute_units = compute_units
-        self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
-        self.inputs, self.outputs = package_io(path)
+        self.inputs, self.outputs = package_io(path, function)  # also rejects an unknown function
+        chosen = {} if function is None else {"function_name": function}
+        self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units), **chosen)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.model.predict(inputs)

@@ -20,6 +20,7 @@ from exporters.reference import nemo_runtime, nemo_transcribe
 from exporters.runtime import COREML_COMPUTE_UNITS, BackendUnavailable, CountingRuntime, coreml_available, load
 
 pytestmark = pytest.mark.benchmark
+FULL_WIDTH_WINDOWS = (2.5, 5.0, 10.0, 15.0)
 
 
 def window_seconds(contract) -> float:
@@ -120,7 +121,8 @@ def test_decode_loop_per_window(benchmark, record_run, host, load_subject, backe
         pytest.skip(str(reason))
     (chunk,) = plan_chunks(len(window), contract.window_samples, transcriber.frame_samples,
                            contract.model.sample_rate, transcriber.chunking)
-    encoder, valid = transcriber.encode(transcriber.window_audio(window, chunk))
+    packages_of_window = transcriber.window_for(chunk)
+    encoder, valid = transcriber.encode(transcriber.window_audio(window, chunk, packages_of_window), packages_of_window)
     packages = dict(transcriber.runtimes)
     counters = {name: CountingRuntime(packages[name]) for name in ("decoder", JOINT_COMPONENT[path])}
     transcriber.runtimes.update(counters)
@@ -131,6 +133,91 @@ def test_decode_loop_per_window(benchmark, record_run, host, load_subject, backe
     record_run(benchmark, audio_seconds=window_seconds(contract), backend=backend, precision="fp32",
                model="sentences", host=host, path=path, model_calls=sum(calls.values()), calls=calls,
                tokens=len(hypothesis.tokens))
+
+
+@pytest.mark.parametrize("export", ["windowed", "15 s only"])
+def test_short_clip_by_window(benchmark, record_run, host, load_subject, backend, export):
+    """Coverage: transcribing a 2 s clip (the sentences model's held-out speech, fp32, decode-step path) with
+    the 2.5 / 5 / 10 / 15 s multi-window export, where it runs in the 2.5 s function, against the
+    single-window export, where it pays for a 15 s window. Compare the two means: the goal is >= 4x less."""
+    from exporters.audio import held_out_clips
+
+    subject = load_subject("sentences")
+    rate = subject.contract.model.sample_rate
+    clips, _ = held_out_clips("sentences", rate)
+    clip = np.concatenate(clips)[:2 * rate]
+    packages = subject.windowed("fp32") if export == "windowed" else subject.packages("fp32")
+    transcript = transcribe_timed(benchmark, packages, backend, clip, rounds=5)
+    record_run(benchmark, audio_seconds=2.0, backend=backend, precision="fp32", model="sentences", host=host,
+               export=export, window_seconds=transcript.window_seconds)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("part", ["transcribe", "front end + encoder"])
+@pytest.mark.parametrize("export", ["windowed", "15 s only"])
+def test_short_clip_by_window_full_width(benchmark, record_run, host, load_subject, backend, export, part):
+    """Coverage: as test_short_clip_by_window on the full-width random model (where the encoder's compute, not
+    the executor's per-op cost, dominates): a 2 s speech clip transcribed (decode-step path, fp32), or only
+    its preprocessor + encoder calls, with a 2.5 / 5 / 10 / 15 s export of the packages it needs, in its
+    2.5 s function, against the single-window export; and the bytes of that export's multifunction packages."""
+    from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
+    from exporters.decoding.chunking import plan_chunks
+
+    subject = load_subject("full-random")
+    rate = subject.contract.model.sample_rate
+    clip = load_audio(FIXTURE_AUDIO_DIR / "short_4s.wav", rate)[:2 * rate]
+    windowed = subject.windowed("fp32", FULL_WIDTH_WINDOWS, ("preprocessor", "encoder", "decoder", "decode_step"))
+    packages = windowed if export == "windowed" else subject.packages("fp32")
+    if part == "transcribe":
+        window_seconds = transcribe_timed(benchmark, packages, backend, clip, rounds=3).window_seconds
+    else:
+        transcriber = open_or_skip_transcriber(packages, backend)
+        (chunk,) = plan_chunks(len(clip), transcriber.contract.window_samples, transcriber.frame_samples, rate,
+                               transcriber.chunking)
+        window = transcriber.window_for(chunk)
+        audio = transcriber.window_audio(clip, chunk, window)
+        benchmark.pedantic(transcriber.encode, args=(audio, window), rounds=3, warmup_rounds=1)
+        window_seconds = [window.contract.window_samples / rate]
+    record_run(benchmark, audio_seconds=2.0, backend=backend, precision="fp32", model="full-random", host=host,
+               export=export, part=part, window_seconds=window_seconds, bytes=multifunction_bytes(windowed))
+
+
+def open_or_skip_transcriber(packages, backend: str):
+    """open_transcriber on the decode-step path, or a skip with the reason the backend cannot run here."""
+    from exporters.decoding.transcriber import open_transcriber
+
+    try:
+        return open_transcriber(packages, backend, "decode_step")
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+
+
+def transcribe_timed(benchmark, packages, backend: str, clip: np.ndarray, rounds: int):
+    """The decode-step transcription of `clip` with an export's packages, timed; its transcript."""
+    transcriber = open_or_skip_transcriber(packages, backend)
+    return benchmark.pedantic(transcriber.transcribe, args=(clip,), rounds=rounds, warmup_rounds=1)
+
+
+def multifunction_bytes(packages) -> dict:
+    """Per windowed package of an export: its bytes, its windows' bytes as separate packages, the largest
+    window's alone, and the ratio of the first to the last (the goal: <= 1.05)."""
+    sizes = {}
+    for name, entry in read_metadata(packages)["packages"].items():
+        if "functions" in entry:
+            alone = entry["functions"][entry["default_function"]]["size_bytes_alone"]
+            sizes[name] = {"multifunction": entry["size_bytes"], "largest_window_alone": alone,
+                           "separate": sum(f["size_bytes_alone"] for f in entry["functions"].values()),
+                           "versus_one_window": round(entry["size_bytes"] / alone, 3)}
+    return sizes
+
+
+@pytest.mark.parametrize("source", ["tiny", "sentences"])
+def test_multifunction_package_bytes(benchmark, record_run, host, load_subject, source):
+    """Coverage: bytes of each windowed fp32 package of the 2.5 / 5 / 10 / 15 s export against its windows
+    saved as separate packages and against the 15 s window alone (the goal: <= 1.05x one window). The timed
+    part only reads the export's metadata.json."""
+    sizes = benchmark(multifunction_bytes, load_subject(source).windowed("fp32"))
+    record_run(benchmark, audio_seconds=15.0, backend="none", precision="fp32", model=source, host=host, bytes=sizes)
 
 
 @pytest.mark.parametrize("layout", ["chunked", "back_to_back"])

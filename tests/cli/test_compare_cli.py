@@ -42,6 +42,18 @@ def test_compare_passes_and_records(export_copy, tiny_contract):
     assert any(p.startswith("joint_token_logits") for p in plots)
 
 
+def test_compare_checks_every_window(load_subject, tmp_path):
+    """Coverage: on the tiny 2.5 / 5 / 10 / 15 s export, compare runs the gates of every window's functions
+    (the smaller windows on the clip's first window-length) and passes."""
+    export = shutil.copytree(load_subject("tiny").windowed("fp32"), tmp_path / "export")
+    result = compare(export)
+    assert result.exit_code == 0, result.output
+    diffs = json.loads((export / "metadata.json").read_text())["parity"]["diffs"]
+    for function in ("(window_2500ms)", "(window_5000ms)", "(window_10000ms)"):
+        assert {d["component"] for d in diffs if function in d["case"]} == {
+            "preprocessor", "encoder", "joint", "mel_encoder", "joint_decision"}
+
+
 def test_compare_fails_on_a_drifted_package(export_copy, tiny_contract, perturb_package, reseal_export):
     """Coverage: one weight changed in the joint package (checksums re-recorded, as a conversion regression
     would leave them): exit 1, the joint rows say NO."""

@@ -89,11 +89,41 @@ def test_nemo_archive_missing_a_member(tmp_path, member, one_line_error):
     ("--compress-components", "preprocessor", "cannot compress preprocessor"),
     ("--compress", "mixed", "--compress mixed needs a plan"),
     ("--mixed-plan", "/nonexistent/plan.json", "cannot read mixed plan"),
+    ("--windows", "2.5,abc", "windows '2.5,abc': give comma-separated lengths"),
+    ("--windows", "0,15", "give positive lengths"),
 ])
 def test_unknown_settings(tmp_path, option, value, fragment, one_line_error):
     """Coverage: unknown component, precision, compute units, layout or compression, K < 1, components that
     cannot be compressed, mixed without a readable plan: each fails before any work."""
     one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), option, value), fragment)
+    assert leftovers(tmp_path) == []
+
+
+def test_convert_with_several_windows(tmp_path):
+    """Coverage: `--windows 2.5,15` makes the window-sized package multifunction (one function per window,
+    15 s the default) and metadata.json lists both windows; the decoder stays a plain package."""
+    out = tmp_path / "out"
+    result = convert("--model", "tiny", "--output-dir", str(out), "--components", "encoder,decoder",
+                     "--windows", "2.5,15")
+    assert result.exit_code == 0, result.output
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert [w["function"] for w in metadata["contract"]["windows"]] == ["window_2500ms", "window_15000ms"]
+    assert metadata["packages"]["encoder"]["default_function"] == "window_15000ms"
+    assert "functions" not in metadata["packages"]["decoder"]
+    assert leftovers(tmp_path) == ["out"]
+    assert leftovers(out) == ["metadata.json", "parakeet_decoder.mlpackage", "parakeet_encoder.mlpackage",
+                              "tokenizer.model"]
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (("--layout", "fluidaudio", "--windows", "5,15"), "opens single-window packages: give one window"),
+    (("--windows", "2.505"), "window 2.505 s is no whole number of 160-sample hops"),
+    (("--windows", "0.02"), "not longer than one STFT frame"),
+])
+def test_windows_the_packages_cannot_have(tmp_path, options, fragment, one_line_error):
+    """Coverage: several windows for a single-window runtime, a window off the hop grid, a window shorter
+    than one STFT frame: one error line each, nothing left behind."""
+    one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), *options), fragment)
     assert leftovers(tmp_path) == []
 
 

@@ -77,6 +77,13 @@ def decoding_case(decoding_subject, case_for) -> DecodingCase:
     return case_for(decoding_subject, window_clips(decoding_subject.contract), padded_window=True)
 
 
+@pytest.fixture(scope="session", params=("digits", "sentences"))
+def trained_case(request, load_subject, case_for) -> DecodingCase:
+    """A trained model (a flipped decision is a bug there), its clips and NeMo transcribe() on each file."""
+    subject = load_subject(request.param)
+    return case_for(subject, window_clips(subject.contract))
+
+
 @pytest.fixture(scope="session")
 def transcriber_for(backend):
     """open_transcriber on the selected backend, skipping with the reason where it cannot run."""

@@ -64,10 +64,11 @@ def test_latest_dependencies_job_runs_the_suite_on_coremltools_9():
 
 
 def test_macos_job_on_apple_silicon_uploads_artifacts():
-    """Coverage: the macOS job runs on an Apple-silicon runner, lints and compiles, and uploads artifacts."""
+    """Coverage: the macOS job runs on an Apple-silicon macOS 15 runner (Core ML loads iOS18 packages, the
+    multi-window and block-wise int4 ones, from macOS 15 on), lints and compiles, and uploads artifacts."""
     jobs = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]
     macos = jobs["macos"]
-    assert macos["runs-on"] == "macos-14"
+    assert macos["runs-on"] == "macos-15"
     commands = "\n".join(step.get("run", "") for step in macos["steps"])
     for command in ("parakeet-coreml compile", "parakeet-coreml lint", "--backend coreml", "--benchmark-json",
                     "tests/compile"):

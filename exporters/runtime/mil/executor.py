@@ -1,4 +1,5 @@
-"""Run the `main` function of a saved ML program op by op with the numpy kernels."""
+"""Run one function of a saved ML program (`main`, or any function of a multifunction package by name) op by
+op with the numpy kernels."""
 
 from __future__ import annotations
 
@@ -105,9 +106,9 @@ class _Block:
 class MilExecutor:
     """Executes a saved .mlpackage ML program from its files on disk, without Core ML."""
 
-    def __init__(self, package_path: str | Path):
+    def __init__(self, package_path: str | Path, function: str | None = None):
         self.package_path = Path(package_path)
-        package = load_package(self.package_path)
+        package = load_package(self.package_path, function)
         _check_supported(package.main_block)
         self.inputs: list[TensorDescription] = package.inputs
         self.outputs: list[TensorDescription] = package.outputs
@@ -183,10 +184,10 @@ def _check_interface(package) -> None:
     function_inputs = {value.name for value in package.main.inputs}
     described = {spec.name for spec in package.inputs}
     if described != function_inputs:
-        raise InvalidProgramError(f"the model declares inputs {sorted(described)} but its main function takes "
+        raise InvalidProgramError(f"the model declares inputs {sorted(described)} but its function takes "
                                   f"{sorted(function_inputs)}")
     if missing := sorted({spec.name for spec in package.outputs} - set(package.main_block.outputs)):
-        raise InvalidProgramError(f"the model declares output {missing[0]!r}, which its main function does not return")
+        raise InvalidProgramError(f"the model declares output {missing[0]!r}, which its function does not return")
 
 
 def _check_defined_before_use(block: _Block, visible: frozenset[str]) -> None:

@@ -120,21 +120,40 @@ class MilPackage:
         return self.main.block_specializations[self.main.opset]
 
 
-def load_package(package_path: str | Path) -> MilPackage:
-    """Parse the root model spec of an mlpackage and pick its `main` MIL function."""
+def load_package(package_path: str | Path, function: str | None = None) -> MilPackage:
+    """Parse the root model spec of an mlpackage and pick one MIL function: `function` by name, else the
+    default one (`main`, or a multifunction package's declared default)."""
     model_file = root_model_file(Path(package_path))
     spec = Model_pb2.Model()
     spec.ParseFromString(model_file.read_bytes())
     if spec.WhichOneof("Type") != "mlProgram":
         raise ValueError(f"{model_file} is not an ML program (found {spec.WhichOneof('Type')})")
-    description = spec.description
+    name, description = function_description(spec, function)
     return MilPackage(
         model_file=model_file,
         inputs=[_feature_spec(feature) for feature in description.input],
         outputs=[_feature_spec(feature) for feature in description.output],
         input_rules={feature.name: _shape_rule(feature) for feature in description.input},
-        main=spec.mlProgram.functions["main"],
+        main=spec.mlProgram.functions[name],
     )
+
+
+def function_names(spec: Model_pb2.Model) -> list[str]:
+    """The functions a package offers: its declared ones, or `main` alone."""
+    return [f.name for f in spec.description.functions] or ["main"]
+
+
+def function_description(spec: Model_pb2.Model, function: str | None):
+    """(name, description with input/output) of the chosen function of a model spec."""
+    described = {f.name: f for f in spec.description.functions}
+    if not described:
+        if function not in (None, "main"):
+            raise ValueError(f"the package has a single function (main), not {function!r}")
+        return "main", spec.description
+    name = function or spec.description.defaultFunctionName
+    if name not in described or name not in spec.mlProgram.functions:
+        raise ValueError(f"the package has no function {name!r}; it has {', '.join(described)}")
+    return name, described[name]
 
 
 def root_model_file(package_path: Path) -> Path:
