@@ -76,22 +76,45 @@ def test_window_independent_packages_stay_single_function_ios17(tiny_windowed, t
 def test_functions_share_one_copy_of_the_weights(tiny_windowed, tiny_windows, name):
     """Coverage: every stored tensor the windows have in common (the model's weights, the DFT basis) is one
     blob that every function reads, and the package is smaller than its windows saved apart."""
-    path = tiny_windowed / tiny_windows[name].package_name
+    assert_common_constants_stored_once(tiny_windowed / tiny_windows[name].package_name, list(PLAN_WINDOWS))
+    entry = read_metadata(tiny_windowed)["packages"][name]
+    assert entry["size_bytes"] < sum(function["size_bytes_alone"] for function in entry["functions"].values())
+
+
+def assert_common_constants_stored_once(path, functions: list[str]) -> None:
+    """Every constant the functions hold under the same name and shape (window-independent ones: window-sized
+    ones, such as projected positional encodings, change shape) is one blob all of them read."""
     stored = {}  # function -> {const name: (blob offset, shape)}
-    for function in PLAN_WINDOWS:
+    for function in functions:
         block = load_package(path, function).main_block
-        stored[function] = {op.outputs[0].name: (op.attributes["val"].blobFileValue.offset, tensor_type(op.outputs[0].type)[1])
+        stored[function] = {op.outputs[0].name: (op.attributes["val"].blobFileValue.offset,
+                                                 tensor_type(op.outputs[0].type)[1])
                             for op in block.operations
                             if op.type == "const" and op.attributes["val"].WhichOneof("value") == "blobFileValue"}
-    # Window-independent tensors: in every function under the same name and shape (window-sized ones, such
-    # as projected positional encodings, change shape with the window).
-    shared = [name for name, (_, shape) in stored["window_15000ms"].items()
+    shared = [name for name, (_, shape) in stored[functions[-1]].items()
               if all(consts.get(name, (None, None))[1] == shape for consts in stored.values())]
     assert shared, "no weight common to the windows"
     for const in shared:
         assert len({consts[const][0] for consts in stored.values()}) == 1, f"{const} is stored more than once"
-    entry = read_metadata(tiny_windowed)["packages"][name]
-    assert entry["size_bytes"] < sum(function["size_bytes_alone"] for function in entry["functions"].values())
+
+
+def test_compressed_windows_share_the_compressed_weights(load_subject, tmp_path):
+    """Coverage: an int8-compressed encoder exported with 2.5 and 15 s windows: each function declares its
+    window's contract and reads the same compressed blobs (weights stored once, compressed)."""
+    from exporters.compression import CompressionSettings
+    from exporters.export import ExportSettings, export_packages
+
+    tiny = load_subject("tiny")
+    contract = tiny.window_contract((2.5, 15.0))
+    settings = ExportSettings(components=("encoder",), compression=CompressionSettings("int8", ("encoder",)))
+    export_packages(tiny.model, contract, "tiny", tiny.weights_sha, tmp_path / "export", settings)
+    path = tmp_path / "export" / contract["encoder"].package_name
+    functions = [window.function_name for window in contract.window_contracts()]
+    assert_common_constants_stored_once(path, functions)
+    assert any(op.type.startswith("constexpr_") for op in load_package(path, functions[0]).main_block.operations)
+    for window in contract.window_contracts():
+        inputs, _ = package_io(path, window.function_name)
+        assert [d.shape for d in inputs] == [s.shape for s in window["encoder"].inputs]
 
 
 def test_metadata_lists_the_windows(tiny_windowed, tiny_windows):
