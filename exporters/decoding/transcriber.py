@@ -122,9 +122,9 @@ class Transcriber:
         return self.frame_samples / self.contract.model.sample_rate
 
     def window_for(self, chunk: Chunk) -> WindowPackages:
-        """The smallest window that holds the chunk's audio (with its contexts)."""
-        samples = chunk.window_end - chunk.window_start
-        return next(window for window in self.windows if window.contract.window_samples >= samples)
+        """The packages of the smallest window that holds the chunk's audio (with its contexts)."""
+        chosen = self.contract.holding(chunk.window_end - chunk.window_start)
+        return next(window for window in self.windows if window.contract.window == chosen.window)
 
     def runtime(self, name: str, window: WindowPackages):
         """A package's runtime for a window (the window-independent packages serve every window)."""
