@@ -99,7 +99,7 @@ class MilRuntime:
 
         self.path = path
         self.executor = MilExecutor(path, function)
-        self.inputs, self.outputs = package_io(path, function)
+        self.inputs, self.outputs = tuple(self.executor.inputs), tuple(self.executor.outputs)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.executor.predict(inputs)

@@ -46,3 +46,17 @@ def test_default_function_and_unknown_names(load_subject, tiny_windows):
     assert [d.shape for d in MilExecutor(single, "main").inputs] == [d.shape for d in MilExecutor(single).inputs]
     with pytest.raises(ValueError, match="single function \\(main\\), not 'window_2500ms'"):
         MilExecutor(single, "window_2500ms")
+
+
+def test_functions_opened_together_hold_one_copy_of_each_weight(load_subject, tiny_windows, precision):
+    """Coverage: executors of a package's functions, open at once, share each weight blob the functions share
+    (one array, fp16 widened once), as Core ML holds one copy; so opening four windows costs one read."""
+    tiny = load_subject("tiny")
+    encoder = tiny.windowed(precision) / tiny_windows["encoder"].package_name
+    executors = [MilExecutor(encoder, window.function_name) for window in tiny_windows.window_contracts()]
+    weights = [[step.const_args["weight"] for step in executor._block.steps if step.op_type == "linear"]
+               for executor in executors]
+    assert weights[0] and all(len(held) == len(weights[0]) for held in weights)
+    for held in weights[1:]:
+        assert all(mine is first for mine, first in zip(held, weights[0]))
+    assert all(weight.dtype == np.float32 and not weight.flags.writeable for weight in weights[0])

@@ -388,6 +388,29 @@ def test_topk_and_argsort_match_torch():
     np.testing.assert_array_equal(order, torch.argsort(torch.from_numpy(x), dim=1).numpy())
 
 
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), axis_choice=st.integers(0, 2),
+       k_choice=st.integers(0, 5), ascending=st.booleans(), levels=st.sampled_from([3, 1000]),
+       seed=st.integers(0, 2**16))
+def test_topk_with_ties_matches_torch_stable_sort(shape, axis_choice, k_choice, ascending, levels, seed):
+    """topk along any axis, any k: the first k of torch's stable sort (ties: the lower index first), with
+    few distinct values (ties everywhere) or many."""
+    axis = axis_choice % len(shape)
+    k = k_choice % shape[axis] + 1
+    x = np.random.default_rng(seed).integers(0, levels, shape).astype(np.float32)
+    values, indices = run("topk", x=x, k=k, axis=axis, ascending=ascending)
+    expected = torch.sort(torch.from_numpy(x), dim=axis, descending=not ascending, stable=True)
+    np.testing.assert_array_equal(indices, expected.indices.narrow(axis, 0, k).numpy())
+    np.testing.assert_array_equal(values, expected.values.narrow(axis, 0, k).numpy())
+
+
+def test_square_is_exact_like_torch():
+    """pow with exponent 2 equals torch's pow bit for bit (x * x, exactly rounded), overflow included."""
+    x = np.concatenate([randn(0, 10000) * 100, np.float32([3e38, -1e-40, 0.0])])
+    with np.errstate(over="ignore"):
+        (out,) = run("pow", x=x, y=2.0)
+    np.testing.assert_array_equal(out, torch.pow(torch.from_numpy(x), 2.0).numpy())
+
+
 def test_band_part_matches_torch_triangles():
     """band_part keeps `lower` sub- and `upper` super-diagonals (negative: all), like tril/triu."""
     x = randn(0, 2, 4, 5)

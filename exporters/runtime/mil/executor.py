@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from coremltools.proto import MIL_pb2
+from threadpoolctl import ThreadpoolController
 
 from exporters.runtime import TensorDescription, with_defaults
 
@@ -116,7 +118,7 @@ class MilExecutor:
         self._program_input_dtypes = {value.name: tensor_type(value.type)[0] for value in package.main.inputs}
         self._block_output_names = list(package.main_block.outputs)
         _check_interface(package)
-        compiler = _Compiler(ValueDecoder(package.model_file))
+        compiler = _Compiler(ValueDecoder(package.model_file, widen_fp16=True))
         self._block = compiler.block(package.main_block, tuple(self._program_input_dtypes))
         self.decompressed = {name: compiler.consts[name] for name in compiler.folded}
         _check_defined_before_use(self._block, frozenset())
@@ -133,7 +135,7 @@ class MilExecutor:
 
     def _run(self, inputs: dict[str, np.ndarray], trace: Trace | None) -> dict[str, np.ndarray]:
         env = self._bind_inputs(inputs)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), _numpy_blas().limit(limits=1):
             results = _run_block(self._block, env, trace)
         by_name = dict(zip(self._block_output_names, results))
         return {spec.name: np.asarray(by_name[spec.name]).astype(spec.dtype) for spec in self.outputs}
@@ -151,6 +153,17 @@ class MilExecutor:
                 raise ValueError(f"input {spec.name!r} has shape {array.shape}, the model accepts {rule.describe()}")
             env[spec.name] = _stored(array.astype(spec.dtype), self._program_input_dtypes[spec.name])
         return env
+
+
+@cache
+def _numpy_blas() -> ThreadpoolController:
+    """The BLAS libraries numpy (not torch) loaded. The heavy kernels run on torch's threads; numpy's BLAS
+    does only small products (an LSTM step), and left multi-threaded its idle workers spin on the cores torch
+    computes on: on 2 cores that made a small model's transcription 2x slower."""
+    controller = ThreadpoolController()
+    torch_dir = Path(torch.__file__).parent
+    return controller.select(filepath=[info["filepath"] for info in controller.info()
+                                       if info["user_api"] == "blas" and torch_dir not in Path(info["filepath"]).parents])
 
 
 def _check_supported(block: MIL_pb2.Block) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,12 @@ def op_name(op: MIL_pb2.Operation) -> str:
     return op.outputs[0].name if op.outputs else op.type
 
 
+# Blobs already read, by (weight file identity, offset, widened): the functions of a multifunction package
+# share their weights' blobs, so opening several functions (or one package twice) reads and holds each weight
+# once, for as long as something holds it.
+_READ_BLOBS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
 class BlobFile:
     """A MIL blob storage file (weight.bin) read with coremltools' own blob reader."""
 
@@ -231,10 +238,24 @@ class BlobFile:
         self.path = path
         if not path.is_file():
             raise WeightFileError(f"{path}: weight file is missing")
+        stat = path.stat()
+        self.identity = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
         self.reader = _BlobStorageReader(str(path))
 
-    def read(self, offset: int, mil_dtype: int, shape: tuple[int, ...]) -> np.ndarray:
-        """The array stored by the blob whose metadata starts at `offset`."""
+    def read(self, offset: int, mil_dtype: int, shape: tuple[int, ...], widen_fp16: bool = False) -> np.ndarray:
+        """The array (read-only) stored by the blob whose metadata starts at `offset`; fp16 as fp32 if
+        `widen_fp16`."""
+        key = (self.identity, offset, widen_fp16)
+        array = _READ_BLOBS.get(key)
+        if array is None:
+            array = self._read(offset, mil_dtype, shape)
+            if widen_fp16 and array.dtype == np.float16:
+                array = array.astype(np.float32)
+            array.flags.writeable = False
+            _READ_BLOBS[key] = array
+        return array
+
+    def _read(self, offset: int, mil_dtype: int, shape: tuple[int, ...]) -> np.ndarray:
         method = BLOB_READERS.get(mil_dtype)
         if method is None:
             raise WeightFileError(f"{self.path}: no blob reader for dtype {MIL_pb2.DataType.Name(mil_dtype)}")
@@ -251,10 +272,12 @@ class BlobFile:
 
 
 class ValueDecoder:
-    """Decodes MIL `Value` protos (immediate or blob-file) into numpy values."""
+    """Decodes MIL `Value` protos (immediate or blob-file) into numpy values; `widen_fp16`: fp16 weights
+    come as fp32 (how the executor computes)."""
 
-    def __init__(self, model_file: Path):
+    def __init__(self, model_file: Path, widen_fp16: bool = False):
         self.model_dir = model_file.parent
+        self.widen_fp16 = widen_fp16
         self.blob_files: dict[str, BlobFile] = {}
 
     def decode(self, value: MIL_pb2.Value) -> Any:
@@ -262,7 +285,8 @@ class ValueDecoder:
         dtype, shape = tensor_type(value.type)
         if value.WhichOneof("value") == "blobFileValue":
             blob = value.blobFileValue
-            return self._blob_file(blob.fileName).read(int(blob.offset), value.type.tensorType.dataType, shape)
+            return self._blob_file(blob.fileName).read(int(blob.offset), value.type.tensorType.dataType, shape,
+                                                       self.widen_fp16)
         immediate = value.immediateValue
         kind = immediate.WhichOneof("value")
         if kind == "tensor":

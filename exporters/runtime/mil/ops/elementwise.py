@@ -14,13 +14,19 @@ def _floor_div(x, y):
     return np.floor(x / y) if _is_float(x) or _is_float(y) else np.floor_divide(x, y)
 
 
+def _power(x, y):
+    """x ** y; a square is x * x, exactly rounded as torch's pow makes it (numpy's float32 power is 1 ulp off
+    for 1 in 10 inputs, and 400x slower)."""
+    return np.square(x) if np.ndim(y) == 0 and y == 2 else np.power(x, y)
+
+
 _BINARY = {
     "add": np.add,
     "sub": np.subtract,
     "mul": np.multiply,
     "real_div": np.true_divide,
     "floor_div": _floor_div,
-    "pow": np.power,
+    "pow": _power,
     "mod": np.mod,
     "maximum": np.maximum,
     "minimum": np.minimum,

@@ -29,6 +29,9 @@ def gather_nd(x, indices, batch_dims=0, validate_indices=False):
     batch_dims = int(batch_dims)
     x, indices = np.asarray(x), np.asarray(indices, dtype=np.int64)
     depth = indices.shape[-1]
+    if batch_dims == 0:  # one flat take: several times faster than indexing with K coordinate arrays
+        flat = np.ravel_multi_index(tuple(np.moveaxis(indices, -1, 0)), x.shape[:depth], mode="wrap")
+        return (np.take(x.reshape((-1,) + x.shape[depth:]), flat, axis=0),)
     coordinates = tuple(np.moveaxis(indices % np.array(x.shape[batch_dims:batch_dims + depth]), -1, 0))
     batch = tuple(np.arange(size).reshape((-1,) + (1,) * (indices.ndim - 2 - axis))
                   for axis, size in enumerate(x.shape[:batch_dims]))
@@ -52,10 +55,24 @@ def argsort(x, axis=-1, ascending=False):
     return (_sort_order(x, axis, ascending),)
 
 
+def _first_of_sort_order(x, k: int, axis: int, ascending: bool) -> np.ndarray:
+    """The first k indices of `_sort_order` along axis. A partition finds the k candidates and only they are
+    sorted; where the k-th value has ties beyond the first k (or a NaN), the full stable sort decides."""
+    keys = np.moveaxis(np.asarray(x) if ascending else -np.asarray(x), axis, -1)
+    if k >= keys.shape[-1]:
+        return np.take(_sort_order(x, axis, ascending), np.arange(k), axis=axis)
+    candidates = np.sort(np.argpartition(keys, k - 1, axis=-1)[..., :k], axis=-1)  # in index order
+    values = np.take_along_axis(keys, candidates, axis=-1)
+    if not np.all(np.sum(keys <= values.max(axis=-1, keepdims=True), axis=-1) == k):
+        return np.take(_sort_order(x, axis, ascending), np.arange(k), axis=axis)
+    order = np.take_along_axis(candidates, np.argsort(values, axis=-1, kind="stable"), axis=-1)
+    return np.moveaxis(order, -1, axis)
+
+
 @kernel("topk")
 def topk(x, k=1, axis=-1, ascending=False, sort=True, return_indices=True, output_indices_dtype="int32"):
-    """The k largest (or smallest) values along axis and their indices."""
-    order = np.take(_sort_order(x, axis, ascending), np.arange(int(k)), axis=int(axis))
+    """The k largest (or smallest) values along axis and their indices (ties: the lower index first)."""
+    order = _first_of_sort_order(x, int(k), int(axis), ascending)
     values = np.take_along_axis(x, order, axis=int(axis))
     return (values, order.astype(CAST_DTYPES[output_indices_dtype])) if return_indices else (values,)
 

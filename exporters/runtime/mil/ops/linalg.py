@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from .registry import kernel
+
+# Weights are read-only arrays (shared between the functions of a package); torch only reads them here.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning,
+                        module=r"exporters\.runtime\.mil\.")
 
 
 def _as_torch(*arrays) -> list[torch.Tensor]:
@@ -35,5 +41,5 @@ def matmul(x, y, transpose_x=False, transpose_y=False):
 
 @kernel("einsum")
 def einsum(values, equation):
-    """numpy einsum over `values` with the MIL equation string."""
-    return (np.einsum(equation, *values, optimize=True),)
+    """einsum over `values` with the MIL equation string (torch's, for the reason `_as_torch` gives)."""
+    return (torch.einsum(equation, *_as_torch(*values)).numpy(),)
