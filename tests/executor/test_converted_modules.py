@@ -14,7 +14,7 @@ from coremltools.converters.mil.mil import types
 from coremltools.proto import MIL_pb2, Model_pb2
 
 from exporters.runtime.mil import MilExecutor, UnsupportedOpError, WeightFileError
-from exporters.runtime.mil.program import root_model_file
+from exporters.runtime.mil.program import BLOB_READERS, MIL_DTYPES, BlobFile, root_model_file
 
 PRECISIONS = {"fp32": ct.precision.FLOAT32, "fp16": ct.precision.FLOAT16}
 
@@ -216,6 +216,23 @@ def test_truncated_weight_file_raises(converted, tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(WeightFileError, match=r"weight\.bin: truncated"):
         MilExecutor(package)
+
+
+def test_mapped_weights_equal_what_coremltools_reads(converted, precision):
+    """Every fp32/fp16 weight blob, read as a view of the memory-mapped weight.bin, holds exactly the values
+    coremltools' own blob reader returns for it, in the const's shape."""
+    path, _ = converted[("conv", precision)]
+    blobs = BlobFile(weight_file(path))
+    consts = [op.attributes["val"] for op in program_ops(path) if op.type == "const"]
+    stored = [value for value in consts if value.WhichOneof("value") == "blobFileValue"]
+    assert stored
+    for value in stored:
+        offset, dtype = int(value.blobFileValue.offset), value.type.tensorType.dataType
+        shape = tuple(dim.constant.size for dim in value.type.tensorType.dimensions)
+        mapped = blobs._mapped(offset, dtype, shape)
+        assert mapped is not None and not mapped.flags.writeable
+        read = np.asarray(getattr(blobs.reader, BLOB_READERS[dtype])(offset)).view(MIL_DTYPES[dtype])
+        np.testing.assert_array_equal(mapped, read.reshape(shape))
 
 
 def test_corrupt_blob_sentinel_raises(converted, tmp_path):

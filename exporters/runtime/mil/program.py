@@ -42,6 +42,10 @@ MIL_DTYPES = {
     _D.UINT6: np.dtype(np.uint8),
 }
 SUB_BYTE_BITS = {_D.INT4: 4, _D.UINT1: 1, _D.UINT2: 2, _D.UINT3: 3, _D.UINT4: 4, _D.UINT6: 6}
+# Weight file (MILBlob storage v2) metadata: its sentinel, and the blob dtype codes of fp16 and fp32, the
+# blobs read by mapping the file.
+BLOB_SENTINEL = 0xDEADBEEF
+MAPPED_BLOB_DTYPES = {_D.FLOAT16: 1, _D.FLOAT32: 2}
 # coremltools' blob reader method per stored MIL dtype (sub-byte readers return unpacked values).
 BLOB_READERS = {
     _D.FLOAT16: "read_fp16_data",
@@ -241,6 +245,7 @@ class BlobFile:
         stat = path.stat()
         self.identity = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
         self.reader = _BlobStorageReader(str(path))
+        self.mapped = np.memmap(path, dtype=np.uint8, mode="r") if stat.st_size else None
 
     def read(self, offset: int, mil_dtype: int, shape: tuple[int, ...], widen_fp16: bool = False) -> np.ndarray:
         """The array (read-only) stored by the blob whose metadata starts at `offset`; fp16 as fp32 if
@@ -256,6 +261,9 @@ class BlobFile:
         return array
 
     def _read(self, offset: int, mil_dtype: int, shape: tuple[int, ...]) -> np.ndarray:
+        mapped = self._mapped(offset, mil_dtype, shape)
+        if mapped is not None:
+            return mapped
         method = BLOB_READERS.get(mil_dtype)
         if method is None:
             raise WeightFileError(f"{self.path}: no blob reader for dtype {MIL_pb2.DataType.Name(mil_dtype)}")
@@ -269,6 +277,21 @@ class BlobFile:
             raise WeightFileError(f"{self.path}: corrupt: blob at offset {offset} holds {values.size} values, "
                                   f"shape {shape} needs {count}")
         return values.view(MIL_DTYPES[mil_dtype]).reshape(shape)
+
+
+    def _mapped(self, offset: int, mil_dtype: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        """An fp32/fp16 blob as a read-only view of the memory-mapped file (no copy: coremltools' reader copies,
+        2.4 GB in ~2.6 s for the full-width encoder), or None unless its metadata (MILBlob's blob_metadata:
+        sentinel, dtype, size, data offset) checks out; then the reader reads it and reports what is wrong."""
+        if mil_dtype not in MAPPED_BLOB_DTYPES or self.mapped is None or offset + 24 > self.mapped.size:
+            return None
+        sentinel, blob_dtype = self.mapped[offset:offset + 8].view(np.uint32)
+        size, start = (int(value) for value in self.mapped[offset + 8:offset + 24].view(np.uint64))
+        dtype = MIL_DTYPES[mil_dtype]
+        if (sentinel != BLOB_SENTINEL or blob_dtype != MAPPED_BLOB_DTYPES[mil_dtype] or start % dtype.itemsize
+                or size != math.prod(shape) * dtype.itemsize or start + size > self.mapped.size):
+            return None
+        return self.mapped[start:start + size].view(dtype).reshape(shape)
 
 
 class ValueDecoder:
