@@ -172,6 +172,20 @@ def test_layer_norm_matches_torch(shape, normalized, seed):
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@given(shape=st.lists(st.integers(2, 6), min_size=2, max_size=4), seed=st.integers(0, 2**16))
+def test_layer_norm_over_leading_axes_matches_torch(shape, seed):
+    """layer_norm over axes that are not the trailing ones (axis 0, gamma and beta broadcast) vs torch
+    layer_norm on the array with that axis moved last."""
+    x = randn(seed, *shape) * 3 + 1
+    per_channel = (shape[0],) + (1,) * (len(shape) - 1)
+    gamma, beta = randn(seed + 1, *per_channel), randn(seed + 2, *per_channel)
+    (out,) = run("layer_norm", x=x, axes=[0], gamma=gamma, beta=beta, epsilon=1e-5)
+    moved = torch.from_numpy(np.moveaxis(x, 0, -1).copy())
+    expected = F.layer_norm(moved, (shape[0],), torch.from_numpy(gamma.ravel()), torch.from_numpy(beta.ravel()),
+                            eps=1e-5)
+    np.testing.assert_allclose(out, np.moveaxis(expected.numpy(), -1, 0), rtol=1e-4, atol=1e-4)
+
+
 @given(batch=st.integers(1, 3), channels=st.integers(1, 5), spatial=st.lists(st.integers(1, 5), min_size=1,
        max_size=2), seed=st.integers(0, 2**16))
 def test_batch_norm_matches_torch(batch, channels, spatial, seed):

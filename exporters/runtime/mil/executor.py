@@ -162,8 +162,9 @@ def _numpy_blas() -> ThreadpoolController:
     computes on: on 2 cores that made a small model's transcription 2x slower."""
     controller = ThreadpoolController()
     torch_dir = Path(torch.__file__).parent
-    return controller.select(filepath=[info["filepath"] for info in controller.info()
-                                       if info["user_api"] == "blas" and torch_dir not in Path(info["filepath"]).parents])
+    numpy_side = [info["filepath"] for info in controller.info()
+                  if info["user_api"] == "blas" and torch_dir not in Path(info["filepath"]).parents]
+    return controller.select(filepath=numpy_side)
 
 
 def _check_supported(block: MIL_pb2.Block) -> None:
