@@ -118,7 +118,7 @@ class MilExecutor:
         self._program_input_dtypes = {value.name: tensor_type(value.type)[0] for value in package.main.inputs}
         self._block_output_names = list(package.main_block.outputs)
         _check_interface(package)
-        compiler = _Compiler(ValueDecoder(package.model_file, widen_fp16=True))
+        compiler = _Compiler(ValueDecoder(package.model_file, widen_fp16=True))  # kernels compute fp16 in fp32
         self._block = compiler.block(package.main_block, tuple(self._program_input_dtypes))
         self.decompressed = {name: compiler.consts[name] for name in compiler.folded}
         _check_defined_before_use(self._block, frozenset())
@@ -288,16 +288,11 @@ class _Compiler:
 
 
 def _kernel_value(value: Any) -> Any:
-    """Const value as kernels take it: fp16 widened to fp32, rank-0 tensors as python scalars."""
+    """Const value as kernels take it: rank-0 tensors as python scalars (the decoder already widened fp16)."""
     if isinstance(value, list):
         return [_kernel_value(item) for item in value]
-    if not isinstance(value, np.ndarray):
-        return value
-    if value.ndim == 0:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
         return value.item()
-    if value.dtype == FP16:
-        value = value.astype(np.float32)
-        value.flags.writeable = False
     return value
 
 

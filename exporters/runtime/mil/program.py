@@ -227,9 +227,9 @@ def op_name(op: MIL_pb2.Operation) -> str:
     return op.outputs[0].name if op.outputs else op.type
 
 
-# Blobs already read, by (weight file identity, offset, widened): the functions of a multifunction package
-# share their weights' blobs, so opening several functions (or one package twice) reads and holds each weight
-# once, for as long as something holds it.
+# Blobs already read, by (weight file identity, offset, dtype, shape, widened): the functions of a multifunction
+# package share their weights' blobs, so opening several functions (or one package twice) reads and holds each
+# weight once, for as long as something holds it.
 _READ_BLOBS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
@@ -250,12 +250,11 @@ class BlobFile:
     def read(self, offset: int, mil_dtype: int, shape: tuple[int, ...], widen_fp16: bool = False) -> np.ndarray:
         """The array (read-only) stored by the blob whose metadata starts at `offset`; fp16 as fp32 if
         `widen_fp16`."""
-        key = (self.identity, offset, widen_fp16)
+        key = (self.identity, offset, mil_dtype, shape, widen_fp16)
         array = _READ_BLOBS.get(key)
         if array is None:
             array = self._read(offset, mil_dtype, shape)
-            if widen_fp16 and array.dtype == np.float16:
-                array = array.astype(np.float32)
+            array = widened(array) if widen_fp16 else array
             array.flags.writeable = False
             _READ_BLOBS[key] = array
         return array
@@ -277,7 +276,6 @@ class BlobFile:
             raise WeightFileError(f"{self.path}: corrupt: blob at offset {offset} holds {values.size} values, "
                                   f"shape {shape} needs {count}")
         return values.view(MIL_DTYPES[mil_dtype]).reshape(shape)
-
 
     def _mapped(self, offset: int, mil_dtype: int, shape: tuple[int, ...]) -> np.ndarray | None:
         """An fp32/fp16 blob as a read-only view of the memory-mapped file (no copy: coremltools' reader copies,
@@ -313,7 +311,8 @@ class ValueDecoder:
         immediate = value.immediateValue
         kind = immediate.WhichOneof("value")
         if kind == "tensor":
-            return _decode_tensor(immediate.tensor, value.type, dtype, shape)
+            array = _decode_tensor(immediate.tensor, value.type, dtype, shape)
+            return widened(array) if self.widen_fp16 else array
         if kind in ("list", "tuple"):
             return [self.decode(item) for item in getattr(immediate, kind).values]
         raise ValueError(f"unsupported immediate value kind {kind!r}")
@@ -323,6 +322,15 @@ class ValueDecoder:
             relative = file_name.removeprefix(MODEL_PATH_PREFIX)
             self.blob_files[file_name] = BlobFile(self.model_dir / relative)
         return self.blob_files[file_name]
+
+
+def widened(value: Any) -> Any:
+    """An fp16 array as a read-only fp32 copy; anything else as it is."""
+    if not isinstance(value, np.ndarray) or value.dtype != np.float16:
+        return value
+    value = value.astype(np.float32)
+    value.flags.writeable = False
+    return value
 
 
 def _decode_tensor(tensor: MIL_pb2.TensorValue, value_type, dtype, shape) -> Any:

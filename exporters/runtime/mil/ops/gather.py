@@ -59,14 +59,13 @@ def _first_of_sort_order(x, k: int, axis: int, ascending: bool) -> np.ndarray:
     """The first k indices of `_sort_order` along axis. A partition finds the k candidates and only they are
     sorted; where the k-th value has ties beyond the first k (or a NaN), the full stable sort decides."""
     keys = np.moveaxis(np.asarray(x) if ascending else -np.asarray(x), axis, -1)
-    if k >= keys.shape[-1]:
-        return np.take(_sort_order(x, axis, ascending), np.arange(k), axis=axis)
-    candidates = np.sort(np.argpartition(keys, k - 1, axis=-1)[..., :k], axis=-1)  # in index order
-    values = np.take_along_axis(keys, candidates, axis=-1)
-    if not np.all(np.sum(keys <= values.max(axis=-1, keepdims=True), axis=-1) == k):
-        return np.take(_sort_order(x, axis, ascending), np.arange(k), axis=axis)
-    order = np.take_along_axis(candidates, np.argsort(values, axis=-1, kind="stable"), axis=-1)
-    return np.moveaxis(order, -1, axis)
+    if k < keys.shape[-1]:
+        candidates = np.sort(np.argpartition(keys, k - 1, axis=-1)[..., :k], axis=-1)  # in index order
+        values = np.take_along_axis(keys, candidates, axis=-1)
+        if np.all(np.sum(keys <= values.max(axis=-1, keepdims=True), axis=-1) == k):
+            order = np.take_along_axis(candidates, np.argsort(values, axis=-1, kind="stable"), axis=-1)
+            return np.moveaxis(order, -1, axis)
+    return np.take(_sort_order(x, axis, ascending), np.arange(k), axis=axis)
 
 
 @kernel("topk")

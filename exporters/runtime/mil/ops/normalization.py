@@ -13,7 +13,7 @@ def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
     """(x - mean) / sqrt(var + epsilon) * gamma + beta over `axes` (default: all)."""
     rank = np.ndim(x)
     axes = tuple(range(rank)) if axes is None else tuple(int(a) % rank for a in np.ravel(axes))
-    if sorted(axes) == list(range(rank - len(axes), rank)) and np.result_type(x) == np.float32:
+    if axes and sorted(axes) == list(range(rank - len(axes), rank)) and np.result_type(x) == np.float32:
         return (_trailing_layer_norm(x, len(axes), gamma, beta, epsilon),)
     centered = x - np.mean(x, axis=axes, keepdims=True)
     variance = np.mean(np.square(centered), axis=axes, keepdims=True)
@@ -28,7 +28,7 @@ def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
 
 def _trailing_layer_norm(x, count: int, gamma, beta, epsilon) -> np.ndarray:
     """layer_norm over the last `count` axes through torch's kernel (NeMo's own; 10x numpy's speed)."""
-    shape = np.shape(x)[-count:] if count else ()
+    shape = np.shape(x)[-count:]
     affine = [None if value is None else torch.from_numpy(np.ascontiguousarray(np.broadcast_to(value, shape),
                                                                                  dtype=np.float32))
               for value in (gamma, beta)]
