@@ -157,9 +157,9 @@ class MilExecutor:
 
 @cache
 def _numpy_blas() -> ThreadpoolController:
-    """The BLAS libraries numpy (not torch) loaded. The heavy kernels run on torch's threads; numpy's BLAS
-    does only small products (an LSTM step), and left multi-threaded its idle workers spin on the cores torch
-    computes on: on 2 cores that made a small model's transcription 2x slower."""
+    """The BLAS libraries loaded outside torch (numpy's, scipy's). The heavy kernels run on torch's threads;
+    numpy's BLAS does only small products (an LSTM step), and left multi-threaded its idle workers spin on the
+    cores torch computes on: on 2 cores that made a small model's transcription 2x slower."""
     controller = ThreadpoolController()
     torch_dir = Path(torch.__file__).parent
     numpy_side = [info["filepath"] for info in controller.info()
