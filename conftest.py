@@ -3,6 +3,7 @@ and the backend the tests run packages on."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -16,6 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The workers split the cores. Threads beyond a worker's share spin against the other worker: measured on
+    # 2 cores, two workers of 2 threads each took twice as long as one process. torch is already loaded here
+    # (pyproject's filterwarnings names a torch warning class); the environment reaches the CLI children.
+    import torch  # noqa: E402
+
+    THREADS_PER_WORKER = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = str(THREADS_PER_WORKER)
+    torch.set_num_threads(THREADS_PER_WORKER)
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
@@ -67,6 +77,25 @@ def pytest_configure(config):
     from nemo.utils import logging as nemo_logging
 
     nemo_logging.setLevel(logging.ERROR)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): two workers on two or more cores. Each worker loads its own models and
+    makes its own NeMo references, so more workers repeat more of that (and hold more memory). Benchmarks
+    measure in one process (pytest-benchmark times nothing under xdist)."""
+    if config.getoption("benchmark_only", False) or config.getoption("benchmark_enable", False):
+        return 0
+    if "PYTEST_XDIST_AUTO_NUM_WORKERS" in os.environ:
+        return None  # xdist's own hook reads it
+    cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 0
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of the full-width model first, in collection order otherwise. xdist's worksteal mode hands each
+    worker a contiguous half and steals from the end of a worker's queue, so the full-width model (~25 s to
+    load, gigabytes resident) is loaded by one worker, not both."""
+    items.sort(key=lambda item: item.get_closest_marker("full") is None)
 
 
 def selected_backend(config) -> str:
@@ -135,12 +164,37 @@ class Subject:
 @functools.cache
 def subject(source: str) -> Subject:
     """Load a model once per session: 'tiny', 'full-random', 'digits' or any load_model source."""
-    from exporters.checkpoints import load_model
+    from exporters.checkpoints import build_checkpoint, check_source, load_model
     from exporters.contract import contract_for_model
     from exporters.metadata import weights_sha256
 
+    if check_source(source) == "preset":  # built on first use: one worker builds, the other waits
+        with cache_lock(f"checkpoint-{source}"):
+            build_checkpoint(source)
     model = load_model(source)
     return Subject(source, model, contract_for_model(model), weights_sha256(model))
+
+
+@contextlib.contextmanager
+def cache_lock(name: str):
+    """Held while this process builds a shared cache entry: pytest-xdist workers share the cache, and a worker
+    that finds another building the same entry waits, then reuses it."""
+    from filelock import FileLock
+
+    from exporters.checkpoints import cache_dir
+
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(locks / f"{name}.lock"):
+        yield
+
+
+def built_once(ready: Path, key: str, build) -> None:
+    """Run build() unless `ready` exists, once across processes (under the lock, so a half-written `ready`
+    is never read)."""
+    with cache_lock(key):
+        if not ready.exists():
+            build()
 
 
 def source_fingerprint() -> str:
@@ -174,14 +228,15 @@ def cached_export(model_under_test: Subject, precision: str, layout: str = "defa
     prefix = f"{name}-{precision}-" if layout == "default" else f"{name}-{layout}-{precision}-"
     by_cli = name in EXPORTED_BY_CLI or layout != "default"
     target = exports / f"{prefix}{export_cache_key(model_under_test.weights_sha, precision, layout, by_cli)}"
-    if (target / "metadata.json").exists():
-        return target
-    remove_stale_exports(exports, prefix)  # full-width exports take gigabytes each
-    if by_cli:
-        export_with_cli(name, precision, target, "--layout", layout)
-    else:
-        export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha,
-                        target, ExportSettings(precision=precision, author=TEST_AUTHOR))
+
+    def build():
+        remove_stale_exports(exports, prefix)  # full-width exports take gigabytes each
+        if by_cli:
+            export_with_cli(name, precision, target, "--layout", layout)
+        else:
+            export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha,
+                            target, ExportSettings(precision=precision, author=TEST_AUTHOR))
+    built_once(target / "metadata.json", target.name, build)
     return target
 
 
@@ -204,12 +259,13 @@ def cached_windowed_export(model_under_test: Subject, precision: str, windows: t
     prefix = f"{name}-{precision}-windows-" if components is None else f"{name}-{precision}-windows-some-"
     key = export_cache_key(model_under_test.weights_sha, precision, f"windows:{windows}:{components}", False)
     target = exports / f"{prefix}{key}"
-    if (target / "metadata.json").exists():
-        return target
-    remove_stale_exports(exports, prefix)
-    export_packages(model_under_test.model, model_under_test.window_contract(windows), name,
-                    model_under_test.weights_sha, target,
-                    ExportSettings(precision=precision, components=components, author=TEST_AUTHOR))
+
+    def build():
+        remove_stale_exports(exports, prefix)
+        export_packages(model_under_test.model, model_under_test.window_contract(windows), name,
+                        model_under_test.weights_sha, target,
+                        ExportSettings(precision=precision, components=components, author=TEST_AUTHOR))
+    built_once(target / "metadata.json", target.name, build)
     return target
 
 
@@ -226,13 +282,14 @@ def cached_compressed_export(model_under_test: Subject, precision: str, variant:
     prefix = f"{name}-{precision}-{variant}-"
     layout = f"compressed:{variant}:{','.join(components)}:{sorted((plan or {}).items())}"
     target = exports / f"{prefix}{export_cache_key(model_under_test.weights_sha, precision, layout, False)}"
-    if (target / "metadata.json").exists():
-        return target
-    remove_stale_exports(exports, prefix)
-    settings = ExportSettings(precision=precision, components=components, author=TEST_AUTHOR,
-                              compression=CompressionSettings(variant, plan=plan))
-    export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha, target,
-                    settings)
+
+    def build():
+        remove_stale_exports(exports, prefix)
+        settings = ExportSettings(precision=precision, components=components, author=TEST_AUTHOR,
+                                  compression=CompressionSettings(variant, plan=plan))
+        export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha,
+                        target, settings)
+    built_once(target / "metadata.json", target.name, build)
     return target
 
 
@@ -247,11 +304,13 @@ def mixed_plan(model_under_test: Subject, precision: str) -> dict[str, str]:
     search_code = hashlib.sha256((EXPORTERS / "mixed.py").read_bytes()).hexdigest()[:12]
     key = export_cache_key(model_under_test.weights_sha, precision, f"mixed-plan:{search_code}", False)
     path = cache_dir() / "plans" / f"{model_under_test.source}-{precision}-{key}.json"
-    if not path.is_file():
+
+    def build():
         path.parent.mkdir(parents=True, exist_ok=True)
         clips, names = calibration_clips(model_under_test.source, None, model_under_test.contract.model.sample_rate)
         plan, sizes = search_mixed_plan(model_under_test.model, model_under_test.contract, precision, clips, names)
         write_plan(path, plan, sizes, model_under_test.source, model_under_test.weights_sha, precision)
+    built_once(path, path.stem, build)
     return json.loads(path.read_text())["weights"]
 
 
