@@ -43,7 +43,7 @@ EXPORTER_SOURCES = sorted([*EXPORTERS.joinpath("components").rglob("*.py"),
                            *(EXPORTERS / name for name in ("checkpoints.py", "compression.py", "contract.py",
                                                            "example_inputs.py",
                                                            "export.py", "inspect_model.py", "layouts.py",
-                                                           "memory.py", "metadata.py"))])
+                                                           "memory.py", "metadata.py", "tensors.py"))])
 TEST_AUTHOR = "parakeet-coreml tests"
 # Models whose session exports run `convert` in a child process, so their export time and memory are the
 # export's own (the export-cost benchmarks reuse them in plain runs instead of exporting again).

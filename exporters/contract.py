@@ -37,41 +37,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from exporters.errors import UserError
 from exporters.inspect_model import ModelSpec
 from exporters.layouts import DEFAULT_LAYOUT, Layout, layout_named
+from exporters.tensors import FP32, INT32, TensorSpec
 
 WINDOW_SECONDS = 15.0
 DECODER_STEPS = 1
 DEFAULT_TOP_K = 8
 
-FP32 = "fp32"
 # The Neural Engine compiler rejects a tensor with a larger dimension (the whole package then runs on CPU/GPU).
 NEURAL_ENGINE_MAX_DIMENSION = 16384
-INT32 = "int32"
 TOKEN_BIAS = "token_bias"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One named tensor of a component's interface."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str  # "fp32" | "int32"
-    description: str
-    max_value: int | None = None  # inclusive upper bound of an int32 input (lengths, token ids)
-    default: float | None = None  # an optional input: the value every element takes when it is left out
-
-    @property
-    def optional(self) -> bool:
-        return self.default is not None
-
-    def to_dict(self) -> dict:
-        bound = {} if self.max_value is None else {"max_value": self.max_value}
-        default = {} if self.default is None else {"optional": True, "default": self.default}
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "description": self.description, **bound, **default}
 
 
 @dataclass(frozen=True)
@@ -122,6 +101,12 @@ class ComponentContract:
         """A joint package's inputs by role (its first two inputs are the encoder and decoder ones)."""
         feed = {self.inputs[0].name: encoder, self.inputs[1].name: decoder}
         return feed if token_bias is None else {**feed, TOKEN_BIAS: token_bias}
+
+    def decoder_feed(self, token: int, h, c) -> dict:
+        """The decoder package's inputs by role: one previous token and the LSTM state (h, c) it continues from."""
+        targets, length, h_in, c_in = self.inputs
+        return {targets.name: np.full(targets.shape, token, targets.numpy_dtype),
+                length.name: np.full(length.shape, targets.shape[-1], length.numpy_dtype), h_in.name: h, c_in.name: c}
 
     def input(self, name: str) -> TensorSpec:
         return next(spec for spec in self.inputs if spec.name == name)
@@ -178,8 +163,7 @@ class Contract:
 
     def holding(self, samples: int) -> Contract:
         """The contract of the smallest window that holds `samples` (the largest if none does)."""
-        contracts = self.window_contracts()
-        return next((contract for contract in contracts if contract.window_samples >= samples), contracts[-1])
+        return self.for_window(next((window for window in self.windows if window.samples >= samples), self.windows[-1]))
 
     def __getitem__(self, name: str) -> ComponentContract:
         try:
@@ -319,7 +303,8 @@ def contract_for_model(model, windows: tuple[float, ...] = (WINDOW_SECONDS,), to
     frames = []
     for seconds in sorted(set(windows)):
         samples = int(round(seconds * spec.sample_rate))
-        frames.append(Window(samples, mel_frames(model, samples), encoder_frames(model, mel_frames(model, samples))))
+        mels = mel_frames(model, samples)
+        frames.append(Window(samples, mels, encoder_frames(model, mels)))
     largest = frames[-1]
     return replace(build_contract(spec, largest.mel_frames, largest.encoder_frames, max(windows), top_k, layout),
                    other_windows=tuple(frames[:-1]))

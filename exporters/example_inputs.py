@@ -6,18 +6,12 @@ import numpy as np
 
 from exporters.contract import FP32, ComponentContract, TensorSpec
 
-NUMPY_DTYPES = {FP32: np.float32, "int32": np.int32}
-
-
-def numpy_dtype(spec: TensorSpec) -> type:
-    return NUMPY_DTYPES[spec.dtype]
-
 
 def example_value(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
     """A plausible value: full lengths, random token ids in range, small random floats, an optional
     input's default."""
     if spec.optional:
-        return np.full(spec.shape, spec.default, dtype=numpy_dtype(spec))
+        return np.full(spec.shape, spec.default, dtype=spec.numpy_dtype)
     if spec.dtype == FP32:
         scale = 0.1 if spec.name == "audio_signal" else 1.0
         return (rng.standard_normal(spec.shape) * scale).astype(np.float32)

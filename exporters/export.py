@@ -22,7 +22,7 @@ from exporters.errors import UserError
 from exporters.layouts import DEFAULT_LAYOUT, LAYOUTS, Layout, write_vocabulary
 from exporters.memory import weights_paged_out
 from exporters.runtime import COREML_COMPUTE_UNITS
-from exporters.example_inputs import example_inputs, numpy_dtype
+from exporters.example_inputs import example_inputs
 from exporters.metadata import FILENAME, build_metadata, default_author, package_sha256, write_metadata
 
 PRECISIONS = ("fp32", "fp16")
@@ -98,7 +98,7 @@ def convert(traced: torch.jit.ScriptModule, component: ComponentContract, precis
     mlmodel = ct.convert(
         traced,
         inputs=[coreml_input(s) for s in component.inputs],
-        outputs=[ct.TensorType(name=s.name, dtype=numpy_dtype(s)) for s in component.outputs],
+        outputs=[ct.TensorType(name=s.name, dtype=s.numpy_dtype) for s in component.outputs],
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, target),
         compute_precision=compute_precision,
@@ -115,8 +115,8 @@ def coreml_input(spec: TensorSpec):
     """A contract input as a Core ML TensorType; an optional one declares its default value."""
     import coremltools as ct
 
-    default = np.full(spec.shape, spec.default, numpy_dtype(spec)) if spec.optional else None
-    return ct.TensorType(name=spec.name, shape=spec.shape, dtype=numpy_dtype(spec), default_value=default)
+    default = np.full(spec.shape, spec.default, spec.numpy_dtype) if spec.optional else None
+    return ct.TensorType(name=spec.name, shape=spec.shape, dtype=spec.numpy_dtype, default_value=default)
 
 
 def export_component(model, contract: Contract, name: str, settings: ExportSettings,

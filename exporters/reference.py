@@ -22,8 +22,8 @@ import torch
 from exporters.components import COMPONENTS
 from exporters.components.preprocessor import nemo_feature_stats
 from exporters.contract import Contract
-from exporters.example_inputs import numpy_dtype
-from exporters.runtime import TensorDescription, with_defaults
+from exporters.runtime import with_defaults
+from exporters.tensors import TensorSpec
 
 
 class TorchRuntime:
@@ -31,8 +31,7 @@ class TorchRuntime:
 
     backend = "torch"
 
-    def __init__(self, function: Callable, inputs: tuple[TensorDescription, ...],
-                 outputs: tuple[TensorDescription, ...]):
+    def __init__(self, function: Callable, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]):
         self.function = function
         self.inputs = inputs
         self.outputs = outputs
@@ -43,20 +42,15 @@ class TorchRuntime:
         with torch.no_grad():
             results = self.function(*arguments)
         results = results if isinstance(results, (tuple, list)) else (results,)
-        return {d.name: r.detach().cpu().numpy().astype(d.dtype, copy=False)
+        return {d.name: r.detach().cpu().numpy().astype(d.numpy_dtype, copy=False)
                 for d, r in zip(self.outputs, results)}
-
-
-def describe(specs) -> tuple[TensorDescription, ...]:
-    """TensorDescriptions for contract TensorSpecs."""
-    return tuple(TensorDescription(s.name, s.shape, numpy_dtype(s), s.default) for s in specs)
 
 
 def wrapper_runtime(model, contract, name: str) -> TorchRuntime:
     """The component's torch wrapper (what gets traced), behind the runtime interface."""
     component = contract[name]
     module = COMPONENTS[name].wrap(model, contract).eval()
-    return TorchRuntime(module, describe(component.inputs), describe(component.outputs))
+    return TorchRuntime(module, component.inputs, component.outputs)
 
 
 def nemo_mel_scale(model, audio_signal: np.ndarray, audio_length: np.ndarray) -> np.ndarray:
@@ -136,8 +130,7 @@ def nemo_runtime(model, contract: Contract, name: str) -> TorchRuntime:
     component's own declared reference."""
     model.eval()
     component = contract[name]
-    return TorchRuntime(COMPONENTS[name].reference(model, contract), describe(component.inputs),
-                        describe(component.outputs))
+    return TorchRuntime(COMPONENTS[name].reference(model, contract), component.inputs, component.outputs)
 
 
 def nemo_decoder_sequence(model, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

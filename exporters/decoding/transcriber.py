@@ -181,8 +181,7 @@ class Transcriber:
         """The decoder package on one token from (h, c) (None: zero state)."""
         shape = self.contract["decoder"].input("h_in").shape
         h, c = state if state is not None else (np.zeros(shape, np.float32), np.zeros(shape, np.float32))
-        out = self.runtimes["decoder"].predict({"targets": np.array([[token]], np.int32),
-                                                "target_length": np.array([1], np.int32), "h_in": h, "c_in": c})
+        out = self.runtimes["decoder"].predict(self.contract["decoder"].decoder_feed(token, h, c))
         return out["decoder"], (out["h_out"], out["c_out"])
 
     def decider(self, encoder: np.ndarray, window: WindowPackages):

@@ -86,12 +86,6 @@ def encoder_gate(gate: GateContext, package: Runtime, case: str, audio_signal: n
     return [gate.compare("encoder", output, case, expected[output], actual[output]) for output in expected]
 
 
-def decoder_feed(token: int, h: np.ndarray, c: np.ndarray) -> dict:
-    """The decoder package's inputs for one token from state (h, c)."""
-    return {"targets": np.array([[token]], np.int32), "target_length": np.array([1], np.int32),
-            "h_in": h, "c_in": c}
-
-
 def chain_decoder(package: Runtime, contract: Contract, tokens, h=None, c=None):
     """Feed tokens one at a time, h/c fed back: stacked outputs [U, H] and the final h, c."""
     state_shape = contract["decoder"].input("h_in").shape
@@ -99,7 +93,7 @@ def chain_decoder(package: Runtime, contract: Contract, tokens, h=None, c=None):
     c = np.zeros(state_shape, np.float32) if c is None else c
     outputs = []
     for token in tokens:
-        step = package.predict(decoder_feed(token, h, c))
+        step = package.predict(contract["decoder"].decoder_feed(token, h, c))
         outputs.append(step["decoder"][0, :, 0])
         h, c = step["h_out"], step["c_out"]
     return np.stack(outputs), h, c
@@ -116,7 +110,7 @@ def decoder_gate(gate: GateContext, package: Runtime, case: str, tokens: np.ndar
 def decoder_state_gate(gate: GateContext, package: Runtime, case: str, token: int, h: np.ndarray,
                        c: np.ndarray) -> list[Diff]:
     """One step from an arbitrary state: package vs NeMo's predict with that state."""
-    inputs = decoder_feed(token, h.astype(np.float32), c.astype(np.float32))
+    inputs = gate.contract["decoder"].decoder_feed(token, h.astype(np.float32), c.astype(np.float32))
     expected = gate.reference("decoder").predict(inputs)
     actual = package.predict(inputs)
     return [gate.compare("decoder", output, case, expected[output], actual[output]) for output in expected]
@@ -203,7 +197,7 @@ def nemo_decoder_contexts(gate: GateContext, tokens: np.ndarray) -> list[dict]:
     h, c = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     contexts = []
     for token in [gate.contract.model.blank_id, *tokens]:
-        out = reference.predict(decoder_feed(token, h, c))
+        out = reference.predict(gate.contract["decoder"].decoder_feed(token, h, c))
         h, c = out["h_out"], out["c_out"]
         contexts.append({"decoder_step": out["decoder"], "h_in": h, "c_in": c})
     return contexts
@@ -232,7 +226,7 @@ def decode_step_gate(gate: GateContext, name: str, package: Runtime, case: str, 
             steps.append(step)
             token = int(step["token_id"].reshape(()))
             if token not in predicted:
-                out = predict.predict(decoder_feed(token, context["h_in"], context["c_in"]))
+                out = predict.predict(gate.contract["decoder"].decoder_feed(token, context["h_in"], context["c_in"]))
                 kept = (context["decoder_step"], context["h_in"], context["c_in"])
                 predicted[token] = dict(zip(carried, kept if token == blank else (out[o] for o in carried)))
             next_expected.append(predicted[token])

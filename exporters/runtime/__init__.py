@@ -10,11 +10,12 @@ The reference side (NeMo's modules or our torch wrappers behind the same interfa
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from exporters.tensors import TensorSpec
 
 BACKENDS = ("coreml", "mil")
 COREML_COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
@@ -24,25 +25,17 @@ class BackendUnavailable(RuntimeError):
     """The backend cannot run on this host (e.g. Core ML off macOS)."""
 
 
-@dataclass(frozen=True)
-class TensorDescription:
-    name: str
-    shape: tuple[int, ...]
-    dtype: type
-    default: float | None = None  # an optional input's value when it is left out
-
-
-def with_defaults(inputs: dict[str, np.ndarray], descriptions) -> dict[str, np.ndarray]:
+def with_defaults(inputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
     """inputs plus every optional input they leave out, filled with its default (as Core ML does)."""
-    missing = {d.name: np.full(d.shape, d.default, d.dtype) for d in descriptions
-               if d.default is not None and d.name not in inputs}
+    missing = {s.name: np.full(s.shape, s.default, s.numpy_dtype) for s in specs
+               if s.optional and s.name not in inputs}
     return {**inputs, **missing}
 
 
 class Runtime(Protocol):
     backend: str
-    inputs: tuple[TensorDescription, ...]
-    outputs: tuple[TensorDescription, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -81,7 +74,7 @@ def load(path: Path | str, backend: str | None = None, compute_units: str = "CPU
 
 
 def package_io(path: Path, function: str | None = None
-               ) -> tuple[tuple[TensorDescription, ...], tuple[TensorDescription, ...]]:
+               ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Inputs and outputs one function of a package declares, in order (optional inputs with their defaults)."""
     from exporters.runtime.mil.program import load_package
 
@@ -123,4 +116,4 @@ class CoreMLRuntime:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.model.predict(inputs)
-        return {d.name: np.asarray(outputs[d.name]).astype(d.dtype, copy=False) for d in self.outputs}
+        return {d.name: np.asarray(outputs[d.name]).astype(d.numpy_dtype, copy=False) for d in self.outputs}

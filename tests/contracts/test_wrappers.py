@@ -56,8 +56,7 @@ def test_decoder_wrapper_chained_equals_nemo_sequence(tiny_model, tiny_contract)
     c = np.zeros(state_shape, np.float32)
     steps = []
     for token in tokens:
-        out = decoder.predict({"targets": np.array([[token]], np.int32), "target_length": np.array([1], np.int32),
-                               "h_in": h, "c_in": c})
+        out = decoder.predict(tiny_contract["decoder"].decoder_feed(token, h, c))
         h, c = out["h_out"], out["c_out"]
         steps.append(out["decoder"][0, :, 0])
     with torch.no_grad():
@@ -74,8 +73,7 @@ def test_decoder_wrapper_blank_from_zero_state_is_decoding_start(tiny_model, tin
     state_shape = tiny_contract["decoder"].input("h_in").shape
     zeros = np.zeros(state_shape, np.float32)
     out = run_wrapper(tiny_model, tiny_contract, "decoder",
-                      {"targets": np.array([[spec.blank_id]], np.int32), "target_length": np.array([1], np.int32),
-                       "h_in": zeros, "c_in": zeros})
+                      tiny_contract["decoder"].decoder_feed(spec.blank_id, zeros, zeros))
     with torch.no_grad():
         g, (h_ref, c_ref) = tiny_model.decoder.predict(None, state=None, add_sos=False, batch_size=1)
     np.testing.assert_allclose(out["decoder"][0, :, 0], g[0, 0].numpy(), **EXACT)

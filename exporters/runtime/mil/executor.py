@@ -14,7 +14,8 @@ import torch
 from coremltools.proto import MIL_pb2
 from threadpoolctl import ThreadpoolController
 
-from exporters.runtime import TensorDescription, with_defaults
+from exporters.runtime import with_defaults
+from exporters.tensors import TensorSpec
 
 from .ops import KERNELS
 from .program import (
@@ -112,8 +113,10 @@ class MilExecutor:
         self.package_path = Path(package_path)
         package = load_package(self.package_path, function)
         _check_supported(package.main_block)
-        self.inputs: list[TensorDescription] = package.inputs
-        self.outputs: list[TensorDescription] = package.outputs
+        _check_lstm_batches(package.main_block, {value.name: tensor_type(value.type)[1]
+                                                 for value in package.main.inputs})
+        self.inputs: list[TensorSpec] = package.inputs
+        self.outputs: list[TensorSpec] = package.outputs
         self._input_rules = package.input_rules
         self._program_input_dtypes = {value.name: tensor_type(value.type)[0] for value in package.main.inputs}
         self._block_output_names = list(package.main_block.outputs)
@@ -138,7 +141,7 @@ class MilExecutor:
         with np.errstate(all="ignore"), _numpy_blas().limit(limits=1):
             results = _run_block(self._block, env, trace)
         by_name = dict(zip(self._block_output_names, results))
-        return {spec.name: np.asarray(by_name[spec.name]).astype(spec.dtype) for spec in self.outputs}
+        return {spec.name: np.asarray(by_name[spec.name]).astype(spec.numpy_dtype) for spec in self.outputs}
 
     def _bind_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         expected = [spec.name for spec in self.inputs]
@@ -151,7 +154,7 @@ class MilExecutor:
             rule = self._input_rules[spec.name]
             if not rule.allows(array.shape):
                 raise ValueError(f"input {spec.name!r} has shape {array.shape}, the model accepts {rule.describe()}")
-            env[spec.name] = _stored(array.astype(spec.dtype), self._program_input_dtypes[spec.name])
+            env[spec.name] = _stored(array.astype(spec.numpy_dtype), self._program_input_dtypes[spec.name])
         return env
 
 
@@ -191,6 +194,27 @@ def _check_op(op: MIL_pb2.Operation) -> None:
     required = [name for name, parameter in accepted.items() if parameter.default is inspect.Parameter.empty]
     if missing := sorted(set(required) - given):
         raise InvalidProgramError(f"op {op_name(op)!r} ({op.type}) lacks its required input {missing[0]!r}")
+
+
+def _check_lstm_batches(block: MIL_pb2.Block, shapes: dict[str, tuple[int, ...] | None]) -> None:
+    """Every lstm's states have its input's batch (x [T, B, I], initial_h and initial_c [B, D·H]), as the MIL
+    lstm op requires; `shapes` holds the declared shapes of the names visible here. coremltools converts a
+    packed-sequence LSTM whose longest length is not the batch size into a program that breaks this."""
+    for op in block.operations:
+        shapes.update((value.name, tensor_type(value.type)[1]) for value in op.outputs)
+        for nested in op.blocks:
+            inner = {value.name: tensor_type(value.type)[1] for value in nested.inputs}
+            _check_lstm_batches(nested, {**shapes, **inner})
+        if op.type != "lstm":
+            continue
+        declared = {param: shapes.get(argument.arguments[0].name) for param, argument in op.inputs.items()
+                    if argument.arguments and argument.arguments[0].WhichOneof("binding") == "name"}
+        x = declared.get("x")
+        for state in ("initial_h", "initial_c"):
+            shape = declared.get(state)
+            if x and shape and len(x) == 3 and shape[0] != x[1]:
+                raise InvalidProgramError(f"op {op_name(op)!r} (lstm): {state} {list(shape)} has batch {shape[0]}, "
+                                          f"but its input x {list(x)} has batch {x[1]}")
 
 
 def _check_interface(package) -> None:

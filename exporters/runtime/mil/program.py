@@ -13,7 +13,7 @@ import numpy as np
 from coremltools.proto import MIL_pb2, Model_pb2
 from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
 
-from exporters.runtime import TensorDescription
+from exporters.tensors import DTYPE_NAMES, TensorSpec
 from exporters.runtime.mil.ops.compression import unpack_bits
 
 MODEL_PATH_PREFIX = "@model_path/"
@@ -114,8 +114,8 @@ class MilPackage:
     """The parts of a saved mlpackage the executor needs."""
 
     model_file: Path
-    inputs: list[TensorDescription]
-    outputs: list[TensorDescription]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
     input_rules: dict[str, ShapeRule]
     main: MIL_pb2.Function
 
@@ -168,10 +168,10 @@ def root_model_file(package_path: Path) -> Path:
     return package_path / "Data" / root["path"]
 
 
-def _feature_spec(feature) -> TensorDescription:
+def _feature_spec(feature) -> TensorSpec:
     array = _array_type(feature)
-    return TensorDescription(feature.name, tuple(int(d) for d in array.shape), FEATURE_DTYPES[array.dataType].type,
-                      optional_default(feature))
+    return TensorSpec(feature.name, tuple(int(d) for d in array.shape), DTYPE_NAMES[FEATURE_DTYPES[array.dataType]],
+                      default=optional_default(feature))
 
 
 def optional_default(feature) -> float | None:
