@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporters.runtime.mil import KERNELS
+from exporters.runtime.mil.ops.linalg import WEIGHT_LEFT_MAX_ROWS
 
 
 def run(op_type: str, **inputs):
@@ -215,6 +216,19 @@ def test_linear_matches_torch(lead, d_in, d_out, with_bias, seed):
     x, weight, bias = randn(seed, *lead, d_in), randn(seed + 1, d_out, d_in), randn(seed + 2, d_out)
     (out,) = run("linear", x=x, weight=weight, bias=bias if with_bias else None)
     expected = F.linear(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias) if with_bias else None)
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("lead", [(), (1, 32), (2, 64), (1, WEIGHT_LEFT_MAX_ROWS), (1, WEIGHT_LEFT_MAX_ROWS + 1),
+                                  (1, 188)])
+def test_linear_on_both_sides_of_the_weight_left_threshold(lead, with_bias):
+    """linear at the encoder's widths with row counts on both sides of the one where the kernel changes
+    operand order, against torch linear."""
+    x, weight, bias = randn(1, *lead, 256), randn(2, 384, 256), randn(3, 384)
+    (out,) = run("linear", x=x, weight=weight, bias=bias if with_bias else None)
+    expected = F.linear(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias) if with_bias else None)
+    assert out.shape == (*lead, 384) and out.flags.c_contiguous
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 

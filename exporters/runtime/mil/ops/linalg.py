@@ -21,11 +21,22 @@ def _as_torch(*arrays) -> list[torch.Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)) for a in arrays]
 
 
+# Up to this many rows, torch's GEMM is faster with the weight as the left operand (weight @ x.T, then
+# transposed back): on 2 cores of an AMD EPYC, the full-width encoder's shapes took 0.72x the time at 32 rows
+# (a 2.5 s window), 0.94x at 128 and 1.07x at 188 (15 s); the 2.5 s encoder went from ~485 to ~413 ms. The
+# products came out bit for bit equal to torch's linear on those shapes.
+WEIGHT_LEFT_MAX_ROWS = 128
+
+
 @kernel("linear")
 def linear(x, weight, bias=None):
     """x @ weight.T + bias with weight [out, in]."""
-    tensors = _as_torch(x, weight, *([] if bias is None else [bias]))
-    return (torch.nn.functional.linear(*tensors).numpy(),)
+    x, weight, *bias = _as_torch(x, weight, *([] if bias is None else [bias]))
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.shape[0] > WEIGHT_LEFT_MAX_ROWS:
+        return (torch.nn.functional.linear(x, weight, *bias).numpy(),)
+    product = torch.addmm(bias[0][:, None], weight, rows.T) if bias else torch.mm(weight, rows.T)
+    return (product.T.contiguous().reshape(*x.shape[:-1], weight.shape[0]).numpy(),)
 
 
 @kernel("matmul")
