@@ -227,15 +227,25 @@ def cached_export(model_under_test: Subject, precision: str, layout: str = "defa
     exports = cache_dir() / "exports"
     prefix = f"{name}-{precision}-" if layout == "default" else f"{name}-{layout}-{precision}-"
     by_cli = name in EXPORTED_BY_CLI or layout != "default"
-    target = exports / f"{prefix}{export_cache_key(model_under_test.weights_sha, precision, layout, by_cli)}"
 
-    def build():
-        remove_stale_exports(exports, prefix)  # full-width exports take gigabytes each
+    def export(target: Path) -> None:
         if by_cli:
             export_with_cli(name, precision, target, "--layout", layout)
         else:
             export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha,
                             target, ExportSettings(precision=precision, author=TEST_AUTHOR))
+    return export_once(exports, prefix, export_cache_key(model_under_test.weights_sha, precision, layout, by_cli),
+                       export)
+
+
+def export_once(exports: Path, prefix: str, key: str, export) -> Path:
+    """exports/<prefix><key>, made by export(target) once across processes; older exports of the same prefix
+    are removed first (full-width exports take gigabytes each)."""
+    target = exports / f"{prefix}{key}"
+
+    def build():
+        remove_stale_exports(exports, prefix)
+        export(target)
     built_once(target / "metadata.json", target.name, build)
     return target
 
@@ -258,15 +268,12 @@ def cached_windowed_export(model_under_test: Subject, precision: str, windows: t
     exports = cache_dir() / "exports"
     prefix = f"{name}-{precision}-windows-" if components is None else f"{name}-{precision}-windows-some-"
     key = export_cache_key(model_under_test.weights_sha, precision, f"windows:{windows}:{components}", False)
-    target = exports / f"{prefix}{key}"
 
-    def build():
-        remove_stale_exports(exports, prefix)
+    def export(target: Path) -> None:
         export_packages(model_under_test.model, model_under_test.window_contract(windows), name,
                         model_under_test.weights_sha, target,
                         ExportSettings(precision=precision, components=components, author=TEST_AUTHOR))
-    built_once(target / "metadata.json", target.name, build)
-    return target
+    return export_once(exports, prefix, key, export)
 
 
 def cached_compressed_export(model_under_test: Subject, precision: str, variant: str,
@@ -281,16 +288,14 @@ def cached_compressed_export(model_under_test: Subject, precision: str, variant:
     exports = cache_dir() / "exports"
     prefix = f"{name}-{precision}-{variant}-"
     layout = f"compressed:{variant}:{','.join(components)}:{sorted((plan or {}).items())}"
-    target = exports / f"{prefix}{export_cache_key(model_under_test.weights_sha, precision, layout, False)}"
 
-    def build():
-        remove_stale_exports(exports, prefix)
+    def export(target: Path) -> None:
         settings = ExportSettings(precision=precision, components=components, author=TEST_AUTHOR,
                                   compression=CompressionSettings(variant, plan=plan))
         export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha,
                         target, settings)
-    built_once(target / "metadata.json", target.name, build)
-    return target
+    return export_once(exports, prefix, export_cache_key(model_under_test.weights_sha, precision, layout, False),
+                       export)
 
 
 def mixed_plan(model_under_test: Subject, precision: str) -> dict[str, str]:

@@ -113,12 +113,12 @@ class MilExecutor:
         self.package_path = Path(package_path)
         package = load_package(self.package_path, function)
         _check_supported(package.main_block)
-        _check_lstm_batches(package.main_block, {value.name: tensor_type(value.type)[1]
-                                                 for value in package.main.inputs})
+        declared = {value.name: tensor_type(value.type) for value in package.main.inputs}  # (dtype, shape)
+        _check_lstm_batches(package.main_block, {name: shape for name, (_, shape) in declared.items()})
         self.inputs: list[TensorSpec] = package.inputs
         self.outputs: list[TensorSpec] = package.outputs
         self._input_rules = package.input_rules
-        self._program_input_dtypes = {value.name: tensor_type(value.type)[0] for value in package.main.inputs}
+        self._program_input_dtypes = {name: dtype for name, (dtype, _) in declared.items()}
         self._block_output_names = list(package.main_block.outputs)
         _check_interface(package)
         compiler = _Compiler(ValueDecoder(package.model_file, widen_fp16=True))  # kernels compute fp16 in fp32
