@@ -78,12 +78,19 @@ def audio_gate(gate: GateContext, name: str, package: Runtime, case: str, audio_
 def encoder_gate(gate: GateContext, package: Runtime, case: str, audio_signal: np.ndarray,
                  audio_length: np.ndarray) -> list[Diff]:
     """encoder on NeMo's own mel features of a clip (window-padded with zeros, as the preprocessor gives)."""
-    mel = gate.contract["encoder"].pick_inputs(gate.reference("preprocessor").predict(
-        gate.contract.audio_feed(audio_signal, audio_length)))
-    expected = gate.reference("encoder").predict(mel)
+    mel, expected = nemo_mel_and_encoded(gate.model, gate.contract, audio_signal, audio_length)
     actual = package.predict(mel)
     valid_encoder_frames(expected, actual)
     return [gate.compare("encoder", output, case, expected[output], actual[output]) for output in expected]
+
+
+def nemo_mel_and_encoded(model, contract: Contract, audio_signal: np.ndarray,
+                         audio_length: np.ndarray) -> tuple[dict, dict]:
+    """NeMo's preprocessor output for a clip as the encoder's inputs, and NeMo's encoder outputs on them
+    (remembered: the encoder and joint gates of a clip share them)."""
+    mel = contract["encoder"].pick_inputs(nemo_runtime(model, contract, "preprocessor").predict(
+        contract.audio_feed(audio_signal, audio_length)))
+    return mel, nemo_runtime(model, contract, "encoder").predict(mel)
 
 
 def chain_decoder(package: Runtime, contract: Contract, tokens, h=None, c=None):
@@ -118,12 +125,10 @@ def decoder_state_gate(gate: GateContext, package: Runtime, case: str, token: in
 
 def joint_grid_inputs(model, contract: Contract, audio_signal, audio_length, tokens) -> tuple[np.ndarray, list]:
     """NeMo's encoder output for a clip and NeMo's decoder outputs for blank + tokens (the U axis)."""
-    with torch.no_grad():
-        encoded, _ = COMPONENTS["mel_encoder"].reference(model.eval(), contract)(
-            torch.from_numpy(audio_signal), torch.from_numpy(audio_length))
+    _, encoded = nemo_mel_and_encoded(model, contract, audio_signal, audio_length)
     blank = contract.model.blank_id
     sequence, _, _ = nemo_decoder_sequence(model, np.array([blank, *tokens]))
-    return encoded.numpy(), [sequence[u][None, :, None].astype(np.float32) for u in range(len(sequence))]
+    return encoded["encoder"], [sequence[u][None, :, None].astype(np.float32) for u in range(len(sequence))]
 
 
 def joint_gate(gate: GateContext, package: Runtime, case: str, encoder: np.ndarray,

@@ -15,7 +15,20 @@ def host_description() -> dict:
     if cpuinfo.exists():
         cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                     if line.startswith("model name")), cpu)
-    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count()}
+    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "numpy_blas": numpy_blas(),
+            "blas_env": {name: os.environ[name] for name in BLAS_ENV if name in os.environ}}
+
+
+# Environment variables that pick BLAS code paths: numpy's OpenBLAS kernel family, torch's MKL instruction set.
+BLAS_ENV = ("OPENBLAS_CORETYPE", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def numpy_blas() -> list[str]:
+    """numpy's BLAS and the kernel family it chose for this CPU (OpenBLAS honours OPENBLAS_CORETYPE)."""
+    from threadpoolctl import threadpool_info
+
+    return [f"{info['internal_api']} {info.get('architecture', '')}".strip() for info in threadpool_info()
+            if info["user_api"] == "blas" and "numpy" in info["filepath"]]
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ def test_single_step_with_and_without_lock(benchmark, record_run, host, backend,
 @pytest.mark.parametrize("name", list(COMPONENTS))
 def test_component_on_nemo(benchmark, record_run, host, tiny_model, tiny_contract, name):
     """Coverage: the same call computed by NeMo's own modules (torch, CPU)."""
-    reference = nemo_runtime(tiny_model, tiny_contract, name)
+    reference = nemo_runtime(tiny_model, tiny_contract, name, remember=False)
     benchmark(reference.predict, example_inputs(tiny_contract[name]))
     record_run(benchmark, audio_seconds=window_seconds(tiny_contract), backend="torch", precision="fp32",
                model="tiny", host=host, component=name)
@@ -303,13 +303,17 @@ def test_export_cost_full_random(benchmark, record_run, host, convert_in_child, 
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("side", ["mil", "torch"])
-def test_full_random_encoder(benchmark, record_run, host, full_model, full_contract, full_packages, precision, side):
-    """Coverage: the 24-layer encoder on one 15 s window: MIL executor vs the torch encoder, same run."""
-    inputs = example_inputs(full_contract["encoder"])
-    runtime = (load(full_packages / full_contract["encoder"].package_name, "mil") if side == "mil"
-               else nemo_runtime(full_model, full_contract, "encoder"))
+@pytest.mark.parametrize("side, encoder_precision", [("mil", "fp32"), ("mil", "fp16"), ("torch", "fp32")],
+                         ids=["fp32-mil", "fp16-mil", "fp32-torch"])
+def test_full_random_encoder(benchmark, record_run, host, load_subject, side, encoder_precision):
+    """Coverage: the 24-layer encoder on one 15 s window: MIL executor (each precision) vs the torch encoder
+    (NeMo's, fp32), same run."""
+    subject = load_subject("full-random")
+    contract = subject.contract
+    inputs = example_inputs(contract["encoder"])
+    runtime = (load(subject.packages(encoder_precision) / contract["encoder"].package_name, "mil") if side == "mil"
+               else nemo_runtime(subject.model, contract, "encoder", remember=False))
     benchmark.pedantic(runtime.predict, args=(inputs,), rounds=3, warmup_rounds=1)
-    record_run(benchmark, audio_seconds=window_seconds(full_contract), backend=side,
-               precision=precision if side == "mil" else "fp32", model="full-random", host=host,
+    record_run(benchmark, audio_seconds=window_seconds(contract), backend=side, precision=encoder_precision,
+               model="full-random", host=host,
                process_peak_rss_mb=process_peak_rss_mb())

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporters.runtime.mil import KERNELS
+from exporters.runtime.mil.executor import FP16_NUMPY_MAX, _round_to_fp16
 from exporters.runtime.mil.ops.linalg import WEIGHT_LEFT_MAX_ROWS
 
 
@@ -449,15 +450,30 @@ def test_band_part_matches_torch_triangles():
     np.testing.assert_array_equal(band, torch.triu(torch.tril(tx, 2), -1).numpy())
 
 
-def test_fp16_storage_rounding_matches_ieee_cast():
-    """Results of fp16 ops are rounded exactly like numpy's fp16 cast: ties, subnormals, overflow, nan."""
-    from exporters.runtime.mil.executor import _round_to_fp16
+def test_fp16_weights_widen_exactly():
+    """Every fp16 bit pattern widens to the fp32 numpy's cast gives (torch casts at package load), read-only;
+    bit for bit but for NaN payloads."""
+    from exporters.runtime.mil.program import widened
 
-    bits = np.random.default_rng(0).integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32)
+    every_pattern = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)[::-1]
+    wide, expected = widened(every_pattern), every_pattern.astype(np.float32)
+    assert wide.dtype == np.float32 and not wide.flags.writeable
+    numbers = ~np.isnan(expected)
+    np.testing.assert_array_equal(wide[numbers].view(np.uint32), expected[numbers].view(np.uint32))
+    assert np.isnan(wide[~numbers]).all()
+    ints = np.arange(3, dtype=np.int32)
+    assert widened(ints) is ints
+
+
+@pytest.mark.parametrize("size", [FP16_NUMPY_MAX, FP16_NUMPY_MAX + 1, 200_000], ids=["numpy", "torch", "torch large"])
+def test_fp16_storage_rounding_matches_ieee_cast(size):
+    """Results of fp16 ops are rounded exactly like numpy's fp16 cast: ties, subnormals, overflow, nan."""
+    bits = np.random.default_rng(0).integers(0, 2**32, size=size - 10, dtype=np.uint64).astype(np.uint32)
     edges = np.array([65504, 65519.9, 65520, -7e4, 2**-24, 2**-25, 3 * 2**-26, 1 + 2**-11, np.inf, np.nan], np.float32)
-    values = np.concatenate([bits.view(np.float32), edges])
+    values = np.concatenate([edges, bits.view(np.float32)])
     with np.errstate(over="ignore"):
         expected = values.astype(np.float16).astype(np.float32)
-    np.testing.assert_array_equal(_round_to_fp16(values.copy()), expected)
-    view = values[::-2]
-    np.testing.assert_array_equal(_round_to_fp16(view), expected[::-2])
+    with np.errstate(over="ignore"):  # as inside predict
+        rounded, rounded_view = _round_to_fp16(values.copy()), _round_to_fp16(values[::-2])
+    np.testing.assert_array_equal(rounded, expected)
+    np.testing.assert_array_equal(rounded_view, expected[::-2])

@@ -30,7 +30,8 @@ from .program import (
 
 FP16 = np.dtype(np.float16)
 FP16_MAX = float(np.finfo(np.float16).max)
-FP16_CHUNK = 2**14
+# Up to this many elements numpy's cast is faster than a torch call (most op outputs of a decode step).
+FP16_NUMPY_MAX = 512
 CONTROL_FLOW_OPS = ("cond", "while_loop")
 # Inputs declared as MIL TupleInputType: always passed to kernels as a list.
 TUPLE_INPUTS = {("concat", "values"), ("stack", "values"), ("einsum", "values"), ("while_loop", "loop_vars")}
@@ -361,10 +362,12 @@ def _round_to_fp16(value: Any) -> np.ndarray:
     if array.dtype != np.float32 or not array.flags.writeable or not array.flags.c_contiguous:
         array = np.array(array, dtype=np.float32)
     # In place is safe: kernels return an existing array only from dtype-preserving ops, whose fp16
-    # inputs are already fp16-exact. torch's cast is vectorised (numpy 1.x's is not); chunks below
-    # torch's parallel grain size keep it on this thread, away from BLAS worker threads.
-    for chunk in torch.from_numpy(array.reshape(-1)).split(FP16_CHUNK):
-        chunk.copy_(chunk.half())
+    # inputs are already fp16-exact. torch's cast is vectorised (numpy 1.x's is not) but costs a call.
+    if array.size <= FP16_NUMPY_MAX:
+        np.copyto(array, array.astype(FP16))
+    else:
+        flat = torch.from_numpy(array.reshape(-1))
+        flat.copy_(flat.half())
     return array
 
 
