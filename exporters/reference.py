@@ -141,16 +141,18 @@ def nemo_runtime(model, contract: Contract, name: str, remember: bool = True) ->
 
 # Gate kinds whose NeMo reference runs the encoder (seconds per 15 s window at full width).
 ENCODING_GATES = ("audio", "encoder")
-# model -> {(component, inputs digest): (weights state, outputs)}; forgotten with the model.
+# model -> {(component, its outputs, inputs digest): (weights state, outputs)}; forgotten with the model.
 _REMEMBERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 REMEMBERED_PER_MODEL = 16
 
 
 class RememberedEncoderRuntime(TorchRuntime):
-    """NeMo's reference, computed once per (component, input bytes, weights): the parity gates of a clip,
-    and the same clip at both precisions, ask for NeMo's encoder output of one input several times. The
-    weights' state is every parameter and buffer (held weakly) with its in-place version, so a changed
-    weight (a mixed-precision plan search) or a reloaded one is computed afresh."""
+    """NeMo's reference, computed once per (component and its interface, input bytes, weights): the parity
+    gates of a clip, and the same clip at both precisions, ask for NeMo's encoder output of one input several
+    times. The weights' state is every parameter and buffer (held weakly) with its in-place version, so a
+    changed weight (a mixed-precision plan search) or a reloaded one is computed afresh. Module settings that
+    are not tensors are not part of it: nemo_runtime puts the model in eval mode, where none of the encoder's
+    settings that tests touch (dither) acts."""
 
     def __init__(self, function: Callable, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
                  model, name: str):
@@ -160,7 +162,7 @@ class RememberedEncoderRuntime(TorchRuntime):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         remembered = _REMEMBERED.setdefault(self.model, {})
-        key = (self.name, inputs_digest(with_defaults(inputs, self.inputs), self.inputs))
+        key = (self.name, self.outputs, inputs_digest(with_defaults(inputs, self.inputs), self.inputs))
         tensors = (*self.model.parameters(), *self.model.buffers())
         if key not in remembered or not same_weights(remembered[key][0], tensors):
             remembered.pop(key, None)

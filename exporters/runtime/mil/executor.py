@@ -113,9 +113,8 @@ class MilExecutor:
     def __init__(self, package_path: str | Path, function: str | None = None):
         self.package_path = Path(package_path)
         package = load_package(self.package_path, function)
-        _check_supported(package.main_block)
         declared = {value.name: tensor_type(value.type) for value in package.main.inputs}  # (dtype, shape)
-        _check_lstm_batches(package.main_block, {name: shape for name, (_, shape) in declared.items()})
+        _check_program(package.main_block, {name: shape for name, (_, shape) in declared.items()})
         self.inputs: list[TensorSpec] = package.inputs
         self.outputs: list[TensorSpec] = package.outputs
         self._input_rules = package.input_rules
@@ -171,13 +170,18 @@ def _numpy_blas() -> ThreadpoolController:
     return controller.select(filepath=numpy_side)
 
 
-def _check_supported(block: MIL_pb2.Block) -> None:
-    """Raise UnsupportedOpError for the first op (at any depth) no kernel can run."""
+def _check_program(block: MIL_pb2.Block, shapes: dict[str, tuple[int, ...] | None]) -> None:
+    """Raise for the first op (at any depth, in program order) that no kernel can run or that breaks its op's
+    rules; `shapes` holds the declared shapes of the names visible here."""
     for op in block.operations:
+        shapes.update((value.name, tensor_type(value.type)[1]) for value in op.outputs)
         if op.type != "const":
             _check_op(op)
+        if op.type == "lstm":
+            _check_lstm_batch(op, shapes)
         for nested in op.blocks:
-            _check_supported(nested)
+            inner = {value.name: tensor_type(value.type)[1] for value in nested.inputs}
+            _check_program(nested, {**shapes, **inner})
 
 
 def _check_op(op: MIL_pb2.Operation) -> None:
@@ -197,25 +201,18 @@ def _check_op(op: MIL_pb2.Operation) -> None:
         raise InvalidProgramError(f"op {op_name(op)!r} ({op.type}) lacks its required input {missing[0]!r}")
 
 
-def _check_lstm_batches(block: MIL_pb2.Block, shapes: dict[str, tuple[int, ...] | None]) -> None:
-    """Every lstm's states have its input's batch (x [T, B, I], initial_h and initial_c [B, D·H]), as the MIL
-    lstm op requires; `shapes` holds the declared shapes of the names visible here. coremltools converts a
-    packed-sequence LSTM whose longest length is not the batch size into a program that breaks this."""
-    for op in block.operations:
-        shapes.update((value.name, tensor_type(value.type)[1]) for value in op.outputs)
-        for nested in op.blocks:
-            inner = {value.name: tensor_type(value.type)[1] for value in nested.inputs}
-            _check_lstm_batches(nested, {**shapes, **inner})
-        if op.type != "lstm":
-            continue
-        declared = {param: shapes.get(argument.arguments[0].name) for param, argument in op.inputs.items()
-                    if argument.arguments and argument.arguments[0].WhichOneof("binding") == "name"}
-        x = declared.get("x")
-        for state in ("initial_h", "initial_c"):
-            shape = declared.get(state)
-            if x and shape and len(x) == 3 and shape[0] != x[1]:
-                raise InvalidProgramError(f"op {op_name(op)!r} (lstm): {state} {list(shape)} has batch {shape[0]}, "
-                                          f"but its input x {list(x)} has batch {x[1]}")
+def _check_lstm_batch(op: MIL_pb2.Operation, shapes: dict[str, tuple[int, ...] | None]) -> None:
+    """The lstm's states have its input's batch (x [T, B, I], initial_h and initial_c [B, D·H]), as the MIL
+    lstm op requires. coremltools converts a packed-sequence LSTM whose longest length is not the batch size
+    into a program that breaks this."""
+    declared = {param: shapes.get(argument.arguments[0].name) for param, argument in op.inputs.items()
+                if argument.arguments and argument.arguments[0].WhichOneof("binding") == "name"}
+    x = declared.get("x")
+    for state in ("initial_h", "initial_c"):
+        shape = declared.get(state)
+        if x and shape and len(x) == 3 and shape[0] != x[1]:
+            raise InvalidProgramError(f"op {op_name(op)!r} (lstm): {state} {list(shape)} has batch {shape[0]}, "
+                                      f"but its input x {list(x)} has batch {x[1]}")
 
 
 def _check_interface(package) -> None:
