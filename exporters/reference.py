@@ -168,7 +168,7 @@ class RememberedEncoderRuntime(TorchRuntime):
             remembered.pop(key, None)
             if len(remembered) >= REMEMBERED_PER_MODEL:
                 remembered.pop(next(iter(remembered)))
-            state = tuple((weakref.ref(tensor), tensor._version) for tensor in tensors)
+            state = tuple((weakref.ref(tensor), in_place_version(tensor)) for tensor in tensors)
             remembered[key] = (state, super().predict(inputs))
         return {name: value.copy() for name, value in remembered[key][1].items()}
 
@@ -185,7 +185,15 @@ def inputs_digest(inputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) 
 def same_weights(state: tuple, tensors: tuple) -> bool:
     """Whether `tensors` are the very tensors of `state`, none changed in place since."""
     return len(state) == len(tensors) and all(
-        ref() is tensor and version == tensor._version for (ref, version), tensor in zip(state, tensors))
+        ref() is tensor and version == in_place_version(tensor) for (ref, version), tensor in zip(state, tensors))
+
+
+def in_place_version(tensor: torch.Tensor) -> int | None:
+    """The tensor's count of in-place changes; None for an inference tensor, which keeps none. NeMo leaves
+    such buffers behind: transcribe() runs under inference mode, and a longer file than any before makes the
+    encoder rebuild its positional encodings there. It replaces them with a new tensor (seen by identity);
+    a change in place inside inference mode would go unseen."""
+    return None if tensor.is_inference() else tensor._version
 
 
 def nemo_decoder_sequence(model, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

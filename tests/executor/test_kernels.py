@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from exporters.runtime.mil import KERNELS
 from exporters.runtime.mil.executor import FP16_NUMPY_MAX, _round_to_fp16
-from exporters.runtime.mil.ops.linalg import WEIGHT_LEFT_MAX_ROWS
+from exporters.runtime.mil.ops.linalg import SPLIT_MAX_ROWS, SPLIT_MIN_WEIGHT_ELEMENTS, WEIGHT_LEFT_MAX_ROWS
 
 
 def run(op_type: str, **inputs):
@@ -23,6 +23,27 @@ def run(op_type: str, **inputs):
 
 def randn(seed: int, *shape: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def torch_threads(request):
+    """torch's intra-op thread count for the test (restored after): the products split the weight into one
+    block per thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def batched_calls(monkeypatch) -> list[str]:
+    """Names of the batched torch products called during the test."""
+    calls = []
+    for name in ("bmm", "baddbmm"):
+        original = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *args, _name=name, _original=original, **kwargs:
+                            calls.append(_name) or _original(*args, **kwargs))
+    return calls
 
 
 def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -95,6 +116,23 @@ def test_conv2d_matches_torch(case, height, width):
     check_conv(case, (height, width))
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("positions", [(32,), (WEIGHT_LEFT_MAX_ROWS,), (WEIGHT_LEFT_MAX_ROWS + 1,), (4, 8)])
+def test_pointwise_conv_matches_torch(positions, with_bias):
+    """1x1 conv of one item (the conformer's pointwise convolutions; a product with the weight on the left up to
+    WEIGHT_LEFT_MAX_ROWS positions, torch's convolution above), 1-D and 2-D, with a custom pad, vs torch."""
+    channels, outputs = 512, 1024
+    x = randn(0, 1, channels, *positions)
+    weight, bias = randn(1, outputs, channels, *(1,) * len(positions)), randn(2, outputs)
+    pad = np.array([1, 0] * len(positions))
+    (out,) = run("conv", x=x, weight=weight, bias=bias if with_bias else None, pad_type="custom", pad=pad)
+    padded = F.pad(torch.from_numpy(x), [1, 0] * len(positions))
+    torch_conv = F.conv1d if len(positions) == 1 else F.conv2d
+    expected = torch_conv(padded, torch.from_numpy(weight), torch.from_numpy(bias) if with_bias else None)
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_depthwise_conv_matches_torch():
     """conv with groups == channels (depthwise, as in the conformer conv module) vs torch."""
     x, weight, bias = randn(0, 1, 16, 30), randn(1, 16, 1, 9), randn(2, 16)
@@ -140,6 +178,21 @@ def test_lstm_last_output_shapes():
     last, h, c = run("lstm", x=x, initial_h=state, initial_c=state, **torch_lstm_to_mil(lstm))
     assert last.shape == (1, 2, 4) and h.shape == (2, 4) and c.shape == (2, 4)
     np.testing.assert_array_equal(last[0], h)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_lstm_at_decoder_width_matches_torch(torch_threads, batched_calls, steps):
+    """lstm at the full-width prediction net's size (640 -> 640: weights split by thread), one token as in a
+    decode step and a few, vs torch."""
+    torch.manual_seed(steps)
+    lstm = torch.nn.LSTM(640, 640)
+    x, h0, c0 = randn(steps, steps, 1, 640), randn(steps + 1, 1, 640), randn(steps + 2, 1, 640)
+    sequence, h, c = run("lstm", x=x, initial_h=h0, initial_c=c0, output_sequence=True, **torch_lstm_to_mil(lstm))
+    with torch.no_grad():
+        expected, (eh, ec) = lstm(torch.from_numpy(x), (torch.from_numpy(h0)[None], torch.from_numpy(c0)[None]))
+    np.testing.assert_allclose(sequence, expected.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c, ec[0].numpy(), rtol=1e-5, atol=1e-5)
+    assert bool(batched_calls) == (torch_threads > 1)
 
 
 def test_bidirectional_lstm_matches_torch():
@@ -231,6 +284,21 @@ def test_linear_on_both_sides_of_the_weight_left_threshold(lead, with_bias):
     expected = F.linear(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias) if with_bias else None)
     assert out.shape == (*lead, 384) and out.flags.c_contiguous
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("rows", [1, SPLIT_MAX_ROWS, SPLIT_MAX_ROWS + 1, WEIGHT_LEFT_MAX_ROWS + 1])
+@pytest.mark.parametrize("d_out", [1024, 1023])
+def test_linear_splits_large_weights_by_thread(torch_threads, batched_calls, rows, d_out, with_bias):
+    """linear with a weight of at least SPLIT_MIN_WEIGHT_ELEMENTS: split into one block per thread for up to
+    SPLIT_MAX_ROWS rows (a decode step's one row) when the weight's rows divide, else one product; both against
+    torch linear."""
+    d_in = SPLIT_MIN_WEIGHT_ELEMENTS // 1000 + 1
+    x, weight, bias = randn(1, 1, rows, d_in), randn(2, d_out, d_in), randn(3, d_out)
+    (out,) = run("linear", x=x, weight=weight, bias=bias if with_bias else None)
+    expected = F.linear(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias) if with_bias else None)
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-4, atol=1e-4)
+    assert bool(batched_calls) == (torch_threads > 1 and d_out % torch_threads == 0 and rows <= SPLIT_MAX_ROWS)
 
 
 @given(batch_x=st.sampled_from([(), (1,), (3,), (2, 1)]), batch_y=st.sampled_from([(), (1,), (3,), (1, 3)]),

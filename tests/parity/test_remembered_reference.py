@@ -71,3 +71,24 @@ def test_a_replaced_weight_is_computed_afresh(tiny_model, tiny_contract):
     finally:
         setattr(module, name, original)
     assert len(calls) == 2
+
+
+def test_an_inference_mode_buffer_is_seen_by_identity(tiny_model, tiny_contract):
+    """NeMo's transcribe() runs under inference mode; on a file longer than any before, the encoder rebuilds its
+    positional encodings there, leaving an inference tensor (no in-place version) as the buffer."""
+    runtime, calls = counted(nemo_runtime(tiny_model, tiny_contract, "encoder"))
+    inputs = example_inputs(tiny_contract["encoder"], seed=43)
+    positional = tiny_model.encoder.pos_enc
+    before = runtime.predict(inputs)["encoder"]
+    original = positional.pe
+    with torch.inference_mode():
+        positional.pe = original.clone()
+    try:
+        assert positional.pe.is_inference()
+        rebuilt = runtime.predict(inputs)["encoder"]
+        again = runtime.predict(inputs)["encoder"]
+    finally:
+        positional.pe = original
+    assert len(calls) == 2
+    np.testing.assert_array_equal(rebuilt, before)
+    np.testing.assert_array_equal(again, before)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Callable
 
+import numpy as np
+import torch
+
+from .linalg import SPLIT_MIN_WEIGHT_ELEMENTS, projected
 from .registry import _sigmoid, kernel
 
 
@@ -21,17 +25,27 @@ def _lstm_activation(name: str):
     return _LSTM_ACTIVATIONS[name.lower()]
 
 
+def _product_with(weight) -> Callable[[np.ndarray], np.ndarray]:
+    """rows [M, in] -> rows @ weight.T: numpy's for small weights (its call costs less than torch's), the linear
+    kernel's for large ones (split by thread: a decode step's one row at full width, SPLIT_MIN_WEIGHT_ELEMENTS)."""
+    if np.size(weight) < SPLIT_MIN_WEIGHT_ELEMENTS:
+        transposed = np.transpose(weight)
+        return lambda rows: np.matmul(rows, transposed)
+    tensor = torch.from_numpy(np.ascontiguousarray(weight))
+    return lambda rows: projected(torch.from_numpy(np.ascontiguousarray(rows, dtype=weight.dtype)), tensor).numpy()
+
+
 def _lstm_direction(x, h, c, weight_ih, weight_hh, bias, activations, backward):
     """One LSTM direction over x [T, B, I]; gates are stacked in MIL order i, f, o, z."""
     gate, cell, output = activations
-    steps = np.shape(x)[0]
-    projected = np.matmul(x, np.transpose(weight_ih))
+    steps, batch = np.shape(x)[:2]
+    inputs = _product_with(weight_ih)(np.reshape(x, (steps * batch, -1))).reshape(steps, batch, -1)
     if bias is not None:
-        projected += bias
-    recurrent = np.transpose(weight_hh)
-    sequence = np.empty(np.shape(x)[:2] + (np.shape(weight_hh)[1],), dtype=np.result_type(projected, h))
+        inputs = inputs + bias
+    recurrent = _product_with(weight_hh)
+    sequence = np.empty((steps, batch, np.shape(weight_hh)[1]), dtype=np.result_type(inputs, h))
     for t in reversed(range(steps)) if backward else range(steps):
-        i, f, o, z = np.split(projected[t] + h @ recurrent, 4, axis=-1)
+        i, f, o, z = np.split(inputs[t] + recurrent(h), 4, axis=-1)
         c = gate(f) * c + gate(i) * cell(z)
         h = gate(o) * output(c)
         sequence[t] = h
