@@ -266,7 +266,8 @@ def cached_windowed_export(model_under_test: Subject, precision: str, windows: t
 
     name = model_under_test.source
     exports = cache_dir() / "exports"
-    prefix = f"{name}-{precision}-windows-" if components is None else f"{name}-{precision}-windows-some-"
+    label = "" if windows == TEST_WINDOWS else "-".join(f"{seconds:g}" for seconds in windows) + "s-"
+    prefix = f"{name}-{precision}-windows-{label}" + ("" if components is None else "some-")
     key = export_cache_key(model_under_test.weights_sha, precision, f"windows:{windows}:{components}", False)
 
     def export(target: Path) -> None:

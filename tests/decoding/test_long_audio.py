@@ -12,11 +12,13 @@ import pytest
 from exporters.audio import FIXTURE_AUDIO_DIR, held_out_clips, join_with_pauses, load_audio
 from exporters.decoding.chunking import NORMALIZATION_GUARD, Chunking, plan_chunks
 from exporters.errors import UserError
-from exporters.reference import nemo_transcriber
+from exporters.reference import hypothesis_decisions, nemo_transcriber
 
 GRID_SHIFTS = [0.125 * step for step in range(12)]  # seconds of silence before the audio: 0 .. 1.375
 LONG_FORM_SECONDS = 60.0
 WER_POINTS_OVER_NEMO = 0.01  # chunked decoding may trail NeMo on the whole file by at most 1 point of WER
+LONG_WINDOW_SECONDS = 65.0  # holds the long-form clip at every grid shift
+DECODE_STEP_COMPONENTS = ("preprocessor", "encoder", "decoder", "decode_step")
 
 
 def timeline(transcript):
@@ -99,26 +101,35 @@ def test_token_frames_are_continuous_across_chunks(tiny_contract, tiny_packages_
     assert all(b.frame >= a.frame for a, b in zip(tokens, tokens[1:]))
 
 
-@pytest.mark.parametrize("trained_subject", ["digits", "sentences"], indirect=True)
-def test_long_form_grid_shift_against_nemo_on_the_whole_file(trained_subject, transcriber_for, case_for):
-    """Coverage: a >= 60 s long-form clip of held-out speech, shifted by 0..1.375 s in 12 steps: against the
-    true text, the chunked fp32 packages' WER is at most 1 point above NeMo transcribe()'s on the whole
-    file; word times are monotonic; word differences from NeMo's whole-file words are reported.
-
-    Not asserted: zero word differences. NeMo's encoder attends over the whole 60 s while a window sees
-    at most 15 s, so every encoder frame moves (digits: mean |Δ| 0.025, max 0.45, mid-chunk as much as at
-    seams), and decisions at fragile spots part either way.
-    """
+@pytest.fixture(scope="session")
+def long_form_case(trained_subject, case_for):
+    """The long-form clip shifted by each of GRID_SHIFTS (silence before it), NeMo transcribe() on each as a file,
+    and the true text."""
     audio, truth = long_form(trained_subject)
     rate = trained_subject.contract.model.sample_rate
     assert len(audio) >= LONG_FORM_SECONDS * rate
-    transcriber = transcriber_for(trained_subject.packages("fp32"))
     clips = {f"shift_{shift:.3f}": np.concatenate([np.zeros(int(shift * rate), np.float32), audio])
              for shift in GRID_SHIFTS}
-    case = case_for(trained_subject, clips)
+    return case_for(trained_subject, clips), truth
+
+
+@pytest.mark.parametrize("trained_subject", ["digits", "sentences"], indirect=True)
+def test_long_form_grid_shift_against_nemo_on_the_whole_file(trained_subject, long_form_case, transcriber_for):
+    """Coverage: a >= 60 s long-form clip of held-out speech, shifted by 0..1.375 s in 12 steps, chunked in the 15 s
+    window: against the true text, the fp32 packages' WER is at most 1 point above NeMo transcribe()'s on the
+    whole file; word times are monotonic; word differences from NeMo's whole-file words are reported.
+
+    Not asserted: zero word differences. NeMo's encoder attends over the whole 60 s while a window sees
+    at most 15 s, so every encoder frame moves (digits: mean |Δ| 0.025, max 0.45, mid-chunk as much as at
+    seams), and decisions at fragile spots part either way. A window that holds the whole file removes
+    them (the next test).
+    """
+    case, truth = long_form_case
+    transcriber = transcriber_for(trained_subject.packages("fp32"))
     differences, ours_wrong, nemo_wrong = {}, 0, 0
-    for name, samples in clips.items():
+    for name, samples in case.clips.items():
         transcript = transcriber.transcribe(samples)
+        assert max(transcript.window_seconds) == 15.0, name
         differences[name] = word_differences(case.on_file[name].text, transcript.text)
         ours_wrong += word_differences(truth, transcript.text)
         nemo_wrong += word_differences(truth, case.on_file[name].text)
@@ -130,3 +141,26 @@ def test_long_form_grid_shift_against_nemo_on_the_whole_file(trained_subject, tr
           f"in {words} words over {len(GRID_SHIFTS)} shifts {differences}; errors against the true text: "
           f"packages {ours_wrong}, NeMo {nemo_wrong}")
     assert ours_wrong <= nemo_wrong + WER_POINTS_OVER_NEMO * words
+
+
+@pytest.mark.parametrize("trained_subject", ["digits", "sentences"], indirect=True)
+def test_a_window_holding_the_whole_file_makes_nemos_whole_file_decisions(trained_subject, long_form_case,
+                                                                          transcriber_for):
+    """Coverage: with a 15 + 65 s export (decode-step path, fp32), each of the 12 grid-shifted >= 60 s clips runs
+    in the 65 s window, unchunked, and gives exactly NeMo transcribe()'s tokens, frames, durations, text and word
+    times on the whole file: 0 word differences."""
+    case, _ = long_form_case
+    rate = trained_subject.contract.model.sample_rate
+    assert max(len(samples) for samples in case.clips.values()) <= LONG_WINDOW_SECONDS * rate
+    packages = trained_subject.windowed("fp32", (15.0, LONG_WINDOW_SECONDS), DECODE_STEP_COMPONENTS)
+    transcriber = transcriber_for(packages, "decode_step")
+    for name, samples in case.clips.items():
+        transcript = transcriber.transcribe(samples)
+        expected = case.on_file[name]
+        assert transcript.window_seconds == [LONG_WINDOW_SECONDS], name
+        assert transcript.decisions() == hypothesis_decisions(expected), name
+        assert transcript.text == expected.text, name
+        assert [w.word for w in transcript.words] == [w["word"] for w in expected.timestamp["word"]], name
+        np.testing.assert_allclose([(w.start, w.end) for w in transcript.words],
+                                   [(w["start"], w["end"]) for w in expected.timestamp["word"]], rtol=0, atol=1e-9,
+                                   err_msg=name)
