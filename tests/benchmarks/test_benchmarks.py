@@ -161,13 +161,12 @@ def test_short_clip_by_window_full_width(benchmark, record_run, host, load_subje
     the executor's per-op cost, dominates): a 2 s speech clip transcribed (decode-step path, fp32), or only
     its preprocessor + encoder calls, with a 2.5 / 5 / 10 / 15 s export of the packages it needs, in its
     2.5 s function, against the single-window export; and the bytes of that export's multifunction packages."""
-    from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
     from exporters.decoding.chunking import plan_chunks
 
     subject = load_subject("full-random")
     rate = subject.contract.model.sample_rate
-    clip = load_audio(FIXTURE_AUDIO_DIR / "short_4s.wav", rate)[:2 * rate]
-    windowed = subject.windowed("fp32", FULL_WIDTH_WINDOWS, ("preprocessor", "encoder", "decoder", "decode_step"))
+    clip = full_width_short_clip(subject)
+    windowed = full_width_windowed(subject)
     packages = windowed if export == "windowed" else subject.packages("fp32")
     if part == "transcribe":
         window_seconds = transcribe_timed(benchmark, packages, backend, clip, rounds=3).window_seconds
@@ -191,16 +190,10 @@ def test_short_clip_exports_alternating_full_width(benchmark, record_run, host, 
     over windowed); the benchmark's own time is one round of both."""
     import statistics
 
-    from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
-
     subject = load_subject("full-random")
-    rate = subject.contract.model.sample_rate
-    clip = load_audio(FIXTURE_AUDIO_DIR / "short_4s.wav", rate)[:2 * rate]
-    transcribers = {
-        "windowed": open_or_skip_transcriber(
-            subject.windowed("fp32", FULL_WIDTH_WINDOWS, ("preprocessor", "encoder", "decoder", "decode_step")),
-            backend),
-        "15 s only": open_or_skip_transcriber(subject.packages("fp32"), backend)}
+    clip = full_width_short_clip(subject)
+    transcribers = {"windowed": open_or_skip_transcriber(full_width_windowed(subject), backend),
+                    "15 s only": open_or_skip_transcriber(subject.packages("fp32"), backend)}
     seconds = {name: [] for name in transcribers}
 
     def one_round():
@@ -213,6 +206,19 @@ def test_short_clip_exports_alternating_full_width(benchmark, record_run, host, 
     ratios = [single / windowed for windowed, single in zip(timed["windowed"], timed["15 s only"])]
     record_run(benchmark, audio_seconds=2.0, backend=backend, precision="fp32", model="full-random", host=host,
                seconds=timed, ratio_median=statistics.median(ratios))
+
+
+def full_width_short_clip(subject) -> np.ndarray:
+    """The first 2 s of the committed 4 s speech clip."""
+    from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
+
+    rate = subject.contract.model.sample_rate
+    return load_audio(FIXTURE_AUDIO_DIR / "short_4s.wav", rate)[:2 * rate]
+
+
+def full_width_windowed(subject):
+    """The 2.5 / 5 / 10 / 15 s export of the packages a decode-step transcription needs."""
+    return subject.windowed("fp32", FULL_WIDTH_WINDOWS, ("preprocessor", "encoder", "decoder", "decode_step"))
 
 
 def open_or_skip_transcriber(packages, backend: str):
