@@ -54,6 +54,14 @@ def unpadded_subsampling(encoder: torch.nn.Module):
         del pre_encode.forward
 
 
+def grow_positional_encodings(encoder: torch.nn.Module, mel_frames: int) -> None:
+    """Make NeMo's positional encodings cover `mel_frames` now, before tracing. NeMo grows them inside forward
+    on the first input longer than any before (pos_emb_max_len mel frames: 50 s for v3); traced, that growth
+    would land in the graph and rebuild the table ([2M - 1, D] sines, cosines and a scatter) on every call.
+    The values of the rows a window uses do not depend on the table's size."""
+    encoder.update_max_seq_length(seq_length=mel_frames, device=next(encoder.parameters()).device)
+
+
 class EncoderWrapper(torch.nn.Module):
     """mel [1, n_mels, M], mel_length [1] int32 → encoder [1, D, T], encoder_length [1] int32.
 
@@ -61,9 +69,10 @@ class EncoderWrapper(torch.nn.Module):
     mel_length changes nothing on them.
     """
 
-    def __init__(self, encoder: torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module, mel_frames: int):
         super().__init__()
         self.encoder = encoder
+        grow_positional_encodings(encoder, mel_frames)
 
     def forward(self, mel: torch.Tensor, mel_length: torch.Tensor):
         with unpadded_subsampling(self.encoder):
@@ -79,5 +88,5 @@ def nemo_encoder(model, contract=None):
     return run
 
 
-ENCODER = Component("encoder", wrap=lambda model, contract: EncoderWrapper(model.encoder), reference=nemo_encoder,
-                    gate="encoder", plots={"encoder": "encoder_error_plot"})
+ENCODER = Component("encoder", wrap=lambda model, contract: EncoderWrapper(model.encoder, contract.mel_frames),
+                    reference=nemo_encoder, gate="encoder", plots={"encoder": "encoder_error_plot"})

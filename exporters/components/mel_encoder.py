@@ -38,6 +38,6 @@ def nemo_mel_encoder(model, contract=None):
 MEL_ENCODER = Component(
     "mel_encoder",
     wrap=lambda model, contract: MelEncoderWrapper(PreprocessorWrapper(model.preprocessor, contract.window_samples),
-                                                   EncoderWrapper(model.encoder)),
+                                                   EncoderWrapper(model.encoder, contract.mel_frames)),
     reference=nemo_mel_encoder, gate="audio", keep_fp32=in_preprocessor,
 )

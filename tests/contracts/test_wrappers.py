@@ -143,3 +143,34 @@ def test_exact_dft_basis_beats_fp32_angles(tiny_model):
     exact_error = np.abs(window[:, support] / window[0, support] - truth[:, support]).max()
     fp32_error = np.abs(np.cos(angle32.astype(np.float64)) - truth).max()
     assert exact_error < 1e-6 < fp32_error
+
+
+@pytest.fixture
+def positional_table_at_its_initial_size(tiny_model):
+    """The tiny encoder with NeMo's positional encodings as built at init (pos_emb_max_len mel frames), as in a
+    fresh process; the session's table (perhaps grown by earlier tests) is put back after."""
+    encoder = tiny_model.encoder
+    positional, saved = encoder.pos_enc, (encoder.pos_enc.pe, encoder.max_audio_length)
+    del positional.pe
+    encoder.set_max_audio_length(encoder.pos_emb_max_len)
+    try:
+        yield encoder
+    finally:
+        positional.pe, encoder.max_audio_length = saved
+
+
+@pytest.mark.parametrize("name", ["encoder", "mel_encoder"])
+def test_a_window_beyond_the_positional_table_traces_without_rebuilding_it(tiny_model,
+                                                                          positional_table_at_its_initial_size, name):
+    """Coverage: for a 65 s window (6501 mel frames, more than pos_emb_max_len = 5000), the traced encoder only
+    slices NeMo's positional encodings: no sine or cosine in the graph (NeMo would otherwise grow the table inside
+    the traced forward, and the package would rebuild it, a scatter over [2M - 1, D], on every call)."""
+    from exporters.contract import contract_for_model
+    from exporters.export import trace
+
+    encoder = positional_table_at_its_initial_size
+    contract = contract_for_model(tiny_model, (65.0,))
+    assert contract.mel_frames > encoder.pos_emb_max_len
+    graph = str(trace(tiny_model, contract, name).inlined_graph)
+    assert "aten::sin" not in graph and "aten::cos" not in graph
+    assert encoder.pos_enc.pe.shape[1] >= 2 * contract.mel_frames - 1
