@@ -159,6 +159,11 @@ def torch_lstm_to_mil(lstm: torch.nn.LSTM, suffix: str = "_l0") -> dict[str, np.
        seed=st.integers(0, 2**16))
 def test_lstm_matches_torch(steps, batch, inputs, hidden, seed):
     """lstm (MIL gate order i,f,o,z) over several steps with initial states: sequence, h and c vs torch."""
+    check_lstm_against_torch(steps, batch, inputs, hidden, seed)
+
+
+def check_lstm_against_torch(steps: int, batch: int, inputs: int, hidden: int, seed: int) -> None:
+    """A random torch LSTM layer and the lstm kernel on its MIL weights: sequence, h and c agree."""
     torch.manual_seed(seed)
     lstm = torch.nn.LSTM(inputs, hidden)
     x, h0, c0 = randn(seed, steps, batch, inputs), randn(seed + 1, batch, hidden), randn(seed + 2, batch, hidden)
@@ -184,14 +189,7 @@ def test_lstm_last_output_shapes():
 def test_lstm_at_decoder_width_matches_torch(torch_threads, batched_calls, steps):
     """lstm at the full-width prediction net's size (640 -> 640: weights split by thread), one token as in a
     decode step and a few, vs torch."""
-    torch.manual_seed(steps)
-    lstm = torch.nn.LSTM(640, 640)
-    x, h0, c0 = randn(steps, steps, 1, 640), randn(steps + 1, 1, 640), randn(steps + 2, 1, 640)
-    sequence, h, c = run("lstm", x=x, initial_h=h0, initial_c=c0, output_sequence=True, **torch_lstm_to_mil(lstm))
-    with torch.no_grad():
-        expected, (eh, ec) = lstm(torch.from_numpy(x), (torch.from_numpy(h0)[None], torch.from_numpy(c0)[None]))
-    np.testing.assert_allclose(sequence, expected.numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(c, ec[0].numpy(), rtol=1e-5, atol=1e-5)
+    check_lstm_against_torch(steps, 1, 640, 640, seed=steps)
     assert bool(batched_calls) == (torch_threads > 1)
 
 

@@ -39,13 +39,12 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     pads = _conv_pads(pad_type, pad, np.shape(x)[2:], kernel_sizes, strides, dilations)
     if any(p != (0, 0) for p in pads):
         x = np.pad(x, [(0, 0), (0, 0)] + pads)
-    tensors = _as_torch(x, weight, *([] if bias is None else [bias]))
-    if _is_pointwise(tensors[0], tensors[1], strides, dilations, groups):
-        columns = tensors[0][0].reshape(tensors[0].shape[1], -1)
-        out = weight_times(tensors[1].reshape(tensors[1].shape[:2]), columns, tensors[2] if bias is not None else None)
+    x_t, weight_t, *bias_t = _as_torch(x, weight, *([] if bias is None else [bias]))
+    bias_t = bias_t[0] if bias_t else None
+    if _is_pointwise(x_t, weight_t, strides, dilations, groups):
+        out = weight_times(weight_t.reshape(weight_t.shape[:2]), x_t[0].reshape(x_t.shape[1], -1), bias_t)
         return (out.reshape(1, -1, *x.shape[2:]).numpy(),)
-    out = _TORCH_CONV[spatial](tensors[0], tensors[1], tensors[2] if bias is not None else None, stride=strides,
-                               dilation=dilations, groups=int(groups))
+    out = _TORCH_CONV[spatial](x_t, weight_t, bias_t, stride=strides, dilation=dilations, groups=int(groups))
     return (out.numpy(),)
 
 

@@ -41,7 +41,7 @@ def _lstm_direction(x, h, c, weight_ih, weight_hh, bias, activations, backward):
     steps, batch = np.shape(x)[:2]
     inputs = _product_with(weight_ih)(np.reshape(x, (steps * batch, -1))).reshape(steps, batch, -1)
     if bias is not None:
-        inputs = inputs + bias
+        inputs += bias
     recurrent = _product_with(weight_hh)
     sequence = np.empty((steps, batch, np.shape(weight_hh)[1]), dtype=np.result_type(inputs, h))
     for t in reversed(range(steps)) if backward else range(steps):
