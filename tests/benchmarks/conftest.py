@@ -10,13 +10,24 @@ import pytest
 
 
 def host_description() -> dict:
-    cpu = platform.processor() or platform.machine()
+    """The host next to every timing. Virtual machines often name only the vendor's line ("AMD EPYC"), so the
+    CPU family/model and the vector instruction set torch's kernels run (AVX2, AVX512) tell hosts apart."""
+    import torch
+
+    fields = cpuinfo_fields()
+    return {"os": platform.platform(), "cpu": fields.get("model name", platform.processor() or platform.machine()),
+            "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+            "numpy_blas": numpy_blas(), "blas_env": {name: os.environ[name] for name in BLAS_ENV if name in os.environ}}
+
+
+def cpuinfo_fields() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none: macOS)."""
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "numpy_blas": numpy_blas(),
-            "blas_env": {name: os.environ[name] for name in BLAS_ENV if name in os.environ}}
+    if not cpuinfo.exists():
+        return {}
+    first = cpuinfo.read_text().split("\n\n", 1)[0]
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
 
 
 # Environment variables that pick BLAS code paths: numpy's OpenBLAS kernel family, torch's MKL instruction set.
