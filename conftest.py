@@ -126,6 +126,16 @@ class Subject:
     weights_sha: str
     exports: dict = field(default_factory=dict)
 
+    def intact_model(self):
+        """The model, checked against the weights it was loaded with: exports are cached under those weights'
+        checksum, so a model some test changed and did not restore exactly must never be exported under it."""
+        from exporters.metadata import weights_sha256
+
+        if weights_sha256(self.model) != self.weights_sha:
+            raise AssertionError(f"the shared {self.source!r} model no longer has the weights it was loaded with: a "
+                                 "test changed them and did not restore them bit for bit")
+        return self.model
+
     @property
     def trained(self) -> bool:
         """A trained checkpoint decides with clear margins; random weights give near-ties."""
@@ -172,7 +182,20 @@ def subject(source: str) -> Subject:
         with cache_lock(f"checkpoint-{source}"):
             build_checkpoint(source)
     model = load_model(source)
-    return Subject(source, model, contract_for_model(model), weights_sha256(model))
+    LOADED[source] = Subject(source, model, contract_for_model(model), weights_sha256(model))
+    return LOADED[source]
+
+
+LOADED: dict[str, Subject] = {}  # subject()'s models, for the end-of-session check
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_models_stay_unchanged():
+    """After the session, every model this process loaded still has the weights it was loaded with: tests share
+    one instance per model, so a test that changes a weight must restore it bit for bit (x + d - d is not x)."""
+    yield
+    for loaded in LOADED.values():
+        loaded.intact_model()
 
 
 @contextlib.contextmanager
@@ -232,8 +255,9 @@ def cached_export(model_under_test: Subject, precision: str, layout: str = "defa
         if by_cli:
             export_with_cli(name, precision, target, "--layout", layout)
         else:
-            export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha,
-                            target, ExportSettings(precision=precision, author=TEST_AUTHOR))
+            export_packages(model_under_test.intact_model(), model_under_test.contract, name,
+                            model_under_test.weights_sha, target,
+                            ExportSettings(precision=precision, author=TEST_AUTHOR))
     return export_once(exports, prefix, export_cache_key(model_under_test.weights_sha, precision, layout, by_cli),
                        export)
 
@@ -271,7 +295,7 @@ def cached_windowed_export(model_under_test: Subject, precision: str, windows: t
     key = export_cache_key(model_under_test.weights_sha, precision, f"windows:{windows}:{components}", False)
 
     def export(target: Path) -> None:
-        export_packages(model_under_test.model, model_under_test.window_contract(windows), name,
+        export_packages(model_under_test.intact_model(), model_under_test.window_contract(windows), name,
                         model_under_test.weights_sha, target,
                         ExportSettings(precision=precision, components=components, author=TEST_AUTHOR))
     return export_once(exports, prefix, key, export)
@@ -293,8 +317,8 @@ def cached_compressed_export(model_under_test: Subject, precision: str, variant:
     def export(target: Path) -> None:
         settings = ExportSettings(precision=precision, components=components, author=TEST_AUTHOR,
                                   compression=CompressionSettings(variant, plan=plan))
-        export_packages(model_under_test.model, model_under_test.contract, name, model_under_test.weights_sha,
-                        target, settings)
+        export_packages(model_under_test.intact_model(), model_under_test.contract, name,
+                        model_under_test.weights_sha, target, settings)
     return export_once(exports, prefix, export_cache_key(model_under_test.weights_sha, precision, layout, False),
                        export)
 
@@ -314,7 +338,8 @@ def mixed_plan(model_under_test: Subject, precision: str) -> dict[str, str]:
     def build():
         path.parent.mkdir(parents=True, exist_ok=True)
         clips, names = calibration_clips(model_under_test.source, None, model_under_test.contract.model.sample_rate)
-        plan, sizes = search_mixed_plan(model_under_test.model, model_under_test.contract, precision, clips, names)
+        plan, sizes = search_mixed_plan(model_under_test.intact_model(), model_under_test.contract, precision, clips,
+                                        names)
         write_plan(path, plan, sizes, model_under_test.source, model_under_test.weights_sha, precision)
     built_once(path, path.stem, build)
     return json.loads(path.read_text())["weights"]

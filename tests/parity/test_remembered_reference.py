@@ -39,17 +39,18 @@ def test_a_changed_weight_is_computed_afresh(tiny_model, tiny_contract):
     inputs = example_inputs(tiny_contract["encoder"], seed=42)
     before = runtime.predict(inputs)["encoder"]
     weight = next(tiny_model.encoder.parameters())
+    original = weight.detach().clone()
     with torch.no_grad():
         weight.add_(0.5)
     try:
         changed = runtime.predict(inputs)["encoder"]
     finally:
         with torch.no_grad():
-            weight.sub_(0.5)
+            weight.copy_(original)  # the session's shared model: subtracting 0.5 again would not give it back
     restored = runtime.predict(inputs)["encoder"]
     assert len(calls) == 3
     assert not np.allclose(changed, before)
-    np.testing.assert_allclose(restored, before, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(restored, before)
 
 
 def test_references_without_the_encoder_or_timed_are_not_remembered(tiny_model, tiny_contract):
