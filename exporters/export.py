@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from exporters.components import COMPONENTS
 from exporters.compression import COMPRESSIBLE, CompressionSettings, compress
@@ -95,15 +96,19 @@ def convert(traced: torch.jit.ScriptModule, component: ComponentContract, precis
     if precision == "fp16":
         compute_precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: not keep_fp32(op)) \
             if keep_fp32 else ct.precision.FLOAT16
-    mlmodel = ct.convert(
-        traced,
-        inputs=[coreml_input(s) for s in component.inputs],
-        outputs=[ct.TensorType(name=s.name, dtype=s.numpy_dtype) for s in component.outputs],
-        convert_to="mlprogram",
-        minimum_deployment_target=getattr(ct.target, target),
-        compute_precision=compute_precision,
-        skip_model_load=True,
-    )
+    # coremltools folds constant subgraphs (each attention layer's projected positional encodings) with numpy,
+    # whose OpenBLAS rounds differently with its thread count on some CPUs (Zen): on one thread an export's bytes
+    # do not depend on how many threads the exporting process has.
+    with threadpool_limits(limits=1, user_api="blas"):
+        mlmodel = ct.convert(
+            traced,
+            inputs=[coreml_input(s) for s in component.inputs],
+            outputs=[ct.TensorType(name=s.name, dtype=s.numpy_dtype) for s in component.outputs],
+            convert_to="mlprogram",
+            minimum_deployment_target=getattr(ct.target, target),
+            compute_precision=compute_precision,
+            skip_model_load=True,
+        )
     for spec in (*component.inputs, *component.outputs):
         target = mlmodel.input_description if spec in component.inputs else mlmodel.output_description
         target[spec.name] = f"{spec.description} {list(spec.shape)} {spec.dtype}"

@@ -1,4 +1,5 @@
-"""Export memory: memory-mapped weights, paged out while converting, and the packages unchanged by it.
+"""Export memory: memory-mapped weights, paged out while converting, and the packages unchanged by it (nor by
+the exporting process's BLAS threads).
 
 The budget (issue 14): a full-width export must peak at or under 4 GiB resident, so the real v3 exports
 at both precisions on a hosted macOS runner (about 7 GB). The figure is the exporting process's own
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from exporters.checkpoints import build_checkpoint, load_model
 from exporters.components import COMPONENTS
@@ -78,6 +80,21 @@ def test_packages_are_byte_identical_without_the_memory_change(tiny_packages, pr
     for name in COMPONENTS:
         package = tmp_path / export_component(model, contract, name, settings, tmp_path).package
         assert package_files(package) == package_files(tiny_packages / package.name), name
+
+
+def test_packages_do_not_depend_on_the_blas_thread_count(tiny_model, tiny_contract, tmp_path):
+    """Coverage: the tiny encoder, whose conversion folds each attention layer's projected positional encodings
+    with numpy, exported with numpy's BLAS on one thread and on two is the same package, file by file (the
+    suite's workers and a `convert` child run with different thread counts, and share one export cache)."""
+    settings = ExportSettings(precision="fp32", author="parakeet-coreml tests")
+    packages = []
+    for threads in (1, 2):
+        directory = tmp_path / f"{threads}-threads"
+        directory.mkdir()
+        with threadpool_limits(limits=threads, user_api="blas"):
+            packages.append(directory / export_component(tiny_model, tiny_contract, "encoder", settings,
+                                                         directory).package)
+    assert package_files(packages[0]) == package_files(packages[1])
 
 
 def test_paging_out_keeps_every_value(tmp_path):
