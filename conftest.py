@@ -4,7 +4,6 @@ and the backend the tests run packages on."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -171,22 +170,22 @@ class Subject:
         return self.exports[key]
 
 
-@functools.cache
+LOADED: dict[str, Subject] = {}  # subject()'s models by source: its memo, and what the session's end checks
+
+
 def subject(source: str) -> Subject:
     """Load a model once per session: 'tiny', 'full-random', 'digits' or any load_model source."""
     from exporters.checkpoints import build_checkpoint, check_source, load_model
     from exporters.contract import contract_for_model
     from exporters.metadata import weights_sha256
 
-    if check_source(source) == "preset":  # built on first use: one worker builds, the other waits
-        with cache_lock(f"checkpoint-{source}"):
-            build_checkpoint(source)
-    model = load_model(source)
-    LOADED[source] = Subject(source, model, contract_for_model(model), weights_sha256(model))
+    if source not in LOADED:
+        if check_source(source) == "preset":  # built on first use: one worker builds, the other waits
+            with cache_lock(f"checkpoint-{source}"):
+                build_checkpoint(source)
+        model = load_model(source)
+        LOADED[source] = Subject(source, model, contract_for_model(model), weights_sha256(model))
     return LOADED[source]
-
-
-LOADED: dict[str, Subject] = {}  # subject()'s models, for the end-of-session check
 
 
 @pytest.fixture(scope="session", autouse=True)
