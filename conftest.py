@@ -34,6 +34,8 @@ from exporters.export import PRECISIONS  # noqa: E402
 MARKERS = {
     "full": "exports or runs the full-width (627 M parameter) random model: minutes and ~4 GB per precision",
     "macos": "needs Core ML's runtime, which exists only on macOS",
+    "judged_exports": "the default exports (JUDGED_BY_DEFAULT) a test of the export under test judges without "
+                      "--packages",
 }
 EXPORTERS = Path(__file__).parent / "exporters"
 # The code that shapes an export directory's bytes (packages and metadata.json); runtime, decoding,
@@ -44,6 +46,8 @@ EXPORTER_SOURCES = sorted([*EXPORTERS.joinpath("components").rglob("*.py"),
                                                            "export.py", "inspect_model.py", "layouts.py",
                                                            "memory.py", "metadata.py", "tensors.py"))])
 TEST_AUTHOR = "parakeet-coreml tests"
+FOREIGN_BUILDER = Path(__file__).parent / "tests" / "foreign_exports.py"
+FOREIGN_READY = ".built"  # a foreign export has no metadata.json: this file marks it complete
 # Models whose session exports run `convert` in a child process, so their export time and memory are the
 # export's own (the export-cost benchmarks reuse them in plain runs instead of exporting again).
 EXPORTED_BY_CLI = {"tiny", "full-random"}
@@ -63,6 +67,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def pytest_addoption(parser):
     parser.addoption("--backend", default="auto", choices=("auto", "mil", "coreml"),
                      help="runtime for exported packages: coreml (macOS), mil (any OS); auto picks per OS")
+    parser.addoption("--packages", type=Path, default=None,
+                     help="judge this directory of Core ML packages (any converter's) instead of exporting: the "
+                          "tests of the export under test run on it, every other test is skipped")
+    parser.addoption("--model", default=None, help="with --packages: the NeMo checkpoint the packages came from "
+                                                   "(a .nemo path, a Hugging Face id, or a built-in checkpoint)")
+    parser.addoption("--map", action="append", default=[], metavar="COMPONENT=PATH",
+                     help="with --packages: judge this package as that component (repeatable)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -93,8 +104,15 @@ def pytest_xdist_auto_num_workers(config):
 def pytest_collection_modifyitems(config, items):
     """Tests of the full-width model first, in collection order otherwise. xdist's worksteal mode hands each
     worker a contiguous half and steals from the end of a worker's queue, so the full-width model (~25 s to
-    load, gigabytes resident) is loaded by one worker, not both."""
+    load, gigabytes resident) is loaded by one worker, not both. With --packages, only the tests of the export
+    under test run."""
     items.sort(key=lambda item: item.get_closest_marker("full") is None)
+    if config.getoption("--packages") is not None:
+        reason = (f"judging {config.getoption('--packages')}: this test checks parakeet-coreml's own exporter; the "
+                  "tests of the export under test (test_export_under_test.py) judge the directory")
+        for item in items:
+            if "judged_export" not in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def selected_backend(config) -> str:
@@ -113,6 +131,56 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("backend", [selected_backend(metafunc.config)], scope="session")
     if "precision" in metafunc.fixturenames:
         metafunc.parametrize("precision", PRECISIONS, scope="session")
+    if "judged_export" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--packages")
+        only = metafunc.definition.get_closest_marker("judged_exports")
+        names = [f"packages:{chosen}"] if chosen is not None else \
+            [name for name in JUDGED_BY_DEFAULT if only is None or name in only.args]
+        metafunc.parametrize("judged_export", names, indirect=True, scope="session")
+
+
+# Without --packages, the tests of the export under test judge these: foreign exports (made by an independent
+# converter, tests/foreign_exports.py) of the tiny and the trained digits model, and this project's tiny export.
+JUDGED_BY_DEFAULT = ("foreign:tiny", "foreign:digits", "ours:tiny")
+
+
+@pytest.fixture(scope="session")
+def judged_export(request):
+    """The ExportView under test: the --packages directory, or one of JUDGED_BY_DEFAULT."""
+    from exporters.errors import UserError
+    from exporters.export_view import open_export, parse_mapping
+
+    kind, _, name = request.param.partition(":")
+    if kind == "packages":
+        directory = Path(name)
+        try:
+            return open_export(directory, request.config.getoption("--model"),
+                               parse_mapping(request.config.getoption("--map"), directory))
+        except UserError as error:
+            pytest.fail(f"cannot judge {directory}: {error}", pytrace=False)
+    loaded = subject(name)
+    if kind == "foreign":
+        return open_export(foreign_export(loaded), model=loaded.intact_model())
+    return open_export(loaded.packages("fp32"), model=loaded.intact_model())
+
+
+def foreign_export(model_under_test: Subject, flaw: str = "faithful") -> Path:
+    """The foreign export of a model (tests/foreign_exports.py) with one seeded flaw, built once per model, flaw,
+    builder code and tool versions."""
+    from exporters.checkpoints import cache_dir
+    from tests.foreign_exports import build_foreign_export
+
+    builder = hashlib.sha256(FOREIGN_BUILDER.read_bytes()).hexdigest()[:12]
+    key = export_cache_key(model_under_test.weights_sha, "foreign", f"{flaw}:{builder}", False)
+    return export_once(cache_dir() / "foreign", f"{model_under_test.source}-{flaw}-", key,
+                       lambda target: build_foreign_export(model_under_test.intact_model(), target, flaw),
+                       ready_file=FOREIGN_READY)
+
+
+@pytest.fixture(scope="session")
+def foreign_export_of():
+    """foreign_export(subject, flaw): a cached foreign export with one seeded flaw (or "faithful")."""
+    return foreign_export
 
 
 @dataclass
@@ -261,15 +329,18 @@ def cached_export(model_under_test: Subject, precision: str, layout: str = "defa
                        export)
 
 
-def export_once(exports: Path, prefix: str, key: str, export) -> Path:
+def export_once(exports: Path, prefix: str, key: str, export, ready_file: str = "metadata.json") -> Path:
     """exports/<prefix><key>, made by export(target) once across processes; older exports of the same prefix
-    are removed first (full-width exports take gigabytes each)."""
+    are removed first (full-width exports take gigabytes each). `ready_file` is written last by export."""
     target = exports / f"{prefix}{key}"
 
     def build():
         remove_stale_exports(exports, prefix)
+        shutil.rmtree(target, ignore_errors=True)
         export(target)
-    built_once(target / "metadata.json", target.name, build)
+        if ready_file != "metadata.json":
+            (target / ready_file).touch()
+    built_once(target / ready_file, target.name, build)
     return target
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import signal
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -17,6 +20,8 @@ from rich.table import Table
 os.environ.setdefault("TQDM_DISABLE", "1")
 # Off macOS coremltools warns at import that its Core ML runtime bindings are missing.
 logging.getLogger("coremltools").setLevel(logging.ERROR)
+# NeMo's telemetry (OneLogger) announces at WARNING that it is disabled, on every model load.
+logging.getLogger("nv_one_logger").setLevel(logging.ERROR)
 
 from exporters.checkpoints import DEFAULT_HF_ID  # noqa: E402
 from exporters.compression import DEFAULT_COMPRESSED, VARIANTS  # noqa: E402
@@ -75,6 +80,16 @@ def parse_windows(value: str) -> tuple[float, ...]:
         return tuple(float(part) for part in value.split(",") if part.strip())
     except ValueError:
         raise UserError(f"windows {value!r}: give comma-separated lengths in seconds, e.g. 2.5,5,10,15") from None
+
+
+def foreign_model_option():
+    return typer.Option(None, help="The NeMo checkpoint the packages were converted from: needed for a directory "
+                                   "without this tool's metadata.json (another converter's export).")
+
+
+def map_option():
+    return typer.Option([], "--map", help="component=PATH: take this package as that component (repeatable; "
+                                          "overrides discovery by file name).")
 
 
 @app.command()
@@ -177,59 +192,131 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
 
 @app.command()
 def compare(
-    packages: Path = typer.Option(..., help="Export directory (with metadata.json) to check."),
+    packages: Path = typer.Option(..., help="Directory of Core ML packages: an export of this tool (metadata.json) "
+                                            "or any other converter's (then pass --model)."),
+    model: Optional[str] = foreign_model_option(),
+    map_: list[str] = map_option(),
     audio: Optional[Path] = typer.Option(None, help="Clip to compare on (default: the bundled 16 s speech clip)."),
     backend: Optional[str] = typer.Option(None, callback=one_of("backend", BACKENDS),
                                           help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
     runs: int = typer.Option(5, min=1, help="Timed runs per component for latency."),
     warmup: int = typer.Option(1, min=0, help="Untimed warm-up runs per component."),
-    plots: Optional[Path] = typer.Option(None, help="Directory for PNG plots (default: <packages>/plots)."),
+    plots: Optional[Path] = typer.Option(None, help="Directory for PNG plots (default: <packages>/plots for this "
+                                                    "tool's exports, none for others)."),
     tolerances: Optional[Path] = typer.Option(None, help="A tolerance table (TOML, the format of "
                                                          "exporters/tolerances.toml) to judge by instead."),
+    report: Optional[Path] = typer.Option(None, help="Write a self-contained HTML page: verdicts, diagnosis, plots."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the same record as JSON (for CI)."),
 ) -> None:
-    """Run every parity gate against NeMo, record the diffs in metadata.json, exit non-zero on any failure."""
+    """Run every parity gate against NeMo, name the likely cause of a failure, exit 1 on any.
+
+    Example: parakeet-coreml compare --packages their_export/ --model digits --report parity.html
+    """
     try:
         quiet_libraries()
+        from exporters.export_view import is_our_export
         from exporters.parity.report import run_compare
         from exporters.runtime import BackendUnavailable
 
+        for path in (report, json_out):
+            check_output_file(path)
+        plots_dir = plots or (packages / "plots" if is_our_export(packages) and not map_ else None)
         try:
-            report = run_compare(packages, audio, backend, runs, warmup, plots or packages / "plots", tolerances)
+            with plots_for_report(plots_dir, report) as chosen_plots:
+                result = run_compare(packages, audio, backend, runs, warmup, chosen_plots, tolerances, model, map_)
+                write_compare_records(result, report, json_out)
+            if plots_dir is None:
+                result.plots = []  # only the HTML page holds them
         except BackendUnavailable as error:
             raise UserError(str(error)) from error
     except UserError as error:
         fail(str(error))
-    print_compare(report)
-    if not report.passed:
+    print_compare(result)
+    if not result.passed:
         console.print("[bold red]parity gates failed[/]")
         raise typer.Exit(code=1)
 
 
+def check_output_file(path: Optional[Path]) -> None:
+    """An output file can be written: its folder exists and it is no directory (checked before any work)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"{path} is a directory: name a file to write")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
+
+
+@contextlib.contextmanager
+def plots_for_report(plots_dir: Optional[Path], report: Optional[Path]):
+    """The plots folder: the one asked for, else a temporary one when an HTML page will embed them."""
+    if plots_dir is not None or report is None:
+        yield plots_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="parakeet-plots-") as folder:
+        yield Path(folder)
+
+
+def write_compare_records(result, report: Optional[Path], json_out: Optional[Path]) -> None:
+    """The HTML page and the JSON record of one comparison (each written whole, or not at all)."""
+    from exporters.parity.html import write_html
+
+    record = result.to_dict()
+    if json_out is not None:
+        write_whole(json_out, json.dumps(record, indent=2) + "\n")
+        console.print(f"record: {json_out}", highlight=False)
+    if report is not None:
+        write_html(report, record, [(path.stem.replace("_", " "), path) for path in result.plots])
+        console.print(f"report: {report}", highlight=False)
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write through a temporary file beside `path`, so a failure leaves no half-written file."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
+                                     encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
 def print_compare(report) -> None:
+    out = Console(width=160)
+    view = report.view
+    for package in view.packages.values():
+        verdict = "judged" if package.not_judged is None else f"[red]not judged[/]: {package.not_judged}"
+        out.print(f"{package.component}: {package.path.name} — {verdict}", highlight=False)
+        for line in package.interface:
+            out.print(f"  {line}", highlight=False)
+    for line in view.ignored:
+        out.print(f"ignored {line}", highlight=False)
     table = Table(title="parity vs NeMo")
     for column in ("component", "output", "case", "max abs", "max rel", "tolerance", "pass"):
         table.add_column(column)
     for d in report.diffs:
         table.add_row(d.component, d.output, d.case, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", d.tolerance.describe(),
                       "yes" if d.passed else "[red]NO[/]")
-    latency = Table(title="latency per call (15 s window)")
+    seconds = view.contract.window_samples / view.contract.model.sample_rate
+    latency = Table(title=f"latency per call ({seconds:g} s window)")
     for column in ("component", "side", "mean s", "stdev s", "RTF"):
         latency.add_column(column)
     for entry in report.latencies:
         latency.add_row(entry.component, entry.side, f"{entry.mean_s:.4f}", f"{entry.stdev_s:.4f}", f"{entry.rtf:.4f}")
-    out = Console(width=160)
     out.print(table)
     out.print(latency)
+    for diagnosis in report.diagnoses:
+        out.print(f"[bold]likely cause[/] ({diagnosis.component}, {diagnosis.cause}): {diagnosis.message}",
+                  highlight=False)
     for path in report.plots:
         out.print(f"plot: {path}", highlight=False)
-
 
 
 @app.command()
 def transcribe(
     audio: list[Path] = typer.Argument(..., help="WAV/FLAC files (any rate, mono or stereo, int or float), folders "
                                                   "of them, or NeMo JSON-lines manifests."),
-    packages: Path = typer.Option(..., help="Export directory (with metadata.json)."),
+    packages: Path = typer.Option(..., help="Export directory: this tool's (metadata.json), or any converter's "
+                                            "with --model."),
+    model: Optional[str] = foreign_model_option(),
+    map_: list[str] = map_option(),
     json_output: bool = typer.Option(False, "--json", help="One file: print tokens and words with timestamps as JSON."),
     fused: bool = typer.Option(False, help="Use the fused packages: mel_encoder and single-step joint_decision."),
     joint_mode: Optional[str] = typer.Option(None, callback=one_of("joint mode", JOINT_MODES),
@@ -262,7 +349,7 @@ def transcribe(
             lock = LanguageLock(tuple(allow_script or ()), read_token_list(allow_tokens) if allow_tokens else ())
         transcriber = open_packages_transcriber(packages, mode, fused, backend,
                                                 Chunking(chunk_seconds, left_context_seconds, right_context_seconds),
-                                                lock)
+                                                lock, model, map_)
         if len(audio) == 1 and not audio[0].is_dir() and audio[0].suffix.lower() not in MANIFEST_SUFFIXES:
             transcript = run_transcribe(transcriber, audio[0])
             typer.echo(json.dumps(transcript.to_dict(), indent=2) if json_output else transcript.text)
@@ -275,13 +362,17 @@ def transcribe(
 
 
 def open_packages_transcriber(packages: Path, joint_mode: str | None, fused: bool, backend: str | None, chunking,
-                              lock=None):
+                              lock=None, model: str | None = None, mapping: list[str] = ()):
     from exporters.decoding.chunking import check_chunking
     from exporters.decoding.transcriber import open_transcriber
+    from exporters.export_view import parse_mapping
     from exporters.runtime import BackendUnavailable
 
     try:
-        transcriber = open_transcriber(packages, backend, joint_mode, fused, chunking, lock)
+        if model or mapping:
+            quiet_libraries()
+        transcriber = open_transcriber(packages, backend, joint_mode, fused, chunking, lock, model,
+                                       parse_mapping(list(mapping), packages))
     except BackendUnavailable as error:
         raise UserError(str(error)) from error
     check_chunking(transcriber.contract, chunking)
@@ -352,9 +443,12 @@ def search_mixed(
 
 @app.command()
 def evaluate(
-    packages: Optional[Path] = typer.Option(None, help="Export directory to evaluate."),
-    model: Optional[str] = typer.Option(None, help="Evaluate NeMo itself instead: a load_model source "
-                                                   "('digits', 'sentences', a .nemo path, …)."),
+    packages: Optional[Path] = typer.Option(None, help="Export directory to evaluate (any converter's, with "
+                                                       "--model)."),
+    model: Optional[str] = typer.Option(None, help="Alone: evaluate NeMo itself (a load_model source: 'digits', "
+                                                   "'sentences', a .nemo path, …). With --packages: the checkpoint "
+                                                   "another converter's packages came from."),
+    map_: list[str] = map_option(),
     manifest: Optional[Path] = typer.Option(None, help="NeMo JSON-lines manifest with audio_filepath and text "
                                                        "(default: the trained model's held-out set)."),
     report: Optional[Path] = typer.Option(None, help="Also write the JSON report to this file."),
@@ -370,14 +464,16 @@ def evaluate(
     import json
 
     try:
-        if (packages is None) == (model is None):
-            raise UserError("pass exactly one of --packages (an export) or --model (NeMo itself)")
+        if packages is None and model is None:
+            raise UserError("pass --packages (an export), --model (NeMo itself), or both (another converter's export)")
         quiet_libraries()
         from exporters.evaluate import evaluate_nemo, evaluate_packages, summary_rows
+        from exporters.export_view import parse_mapping
         from exporters.runtime import BackendUnavailable
 
         try:
-            result = evaluate_packages(packages, manifest, backend, joint_mode, right_context=right_context) \
+            result = evaluate_packages(packages, manifest, backend, joint_mode, right_context=right_context,
+                                       model_source=model, mapping=parse_mapping(list(map_), packages)) \
                 if packages is not None \
                 else evaluate_nemo(model, manifest, right_context=right_context)
         except BackendUnavailable as error:

@@ -26,7 +26,6 @@ from exporters.decoding.batch import read_manifest
 from exporters.decoding.chunking import samples_per_frame
 from exporters.decoding.language_lock import WORD_BOUNDARY
 from exporters.errors import UserError
-from exporters.metadata import read_metadata
 from exporters.wer import char_error_rate, word_error_rate
 
 
@@ -252,17 +251,19 @@ def nemo_reference(model, name: str, entries: list[tuple[Path, str]], right_cont
 
 def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend: str | None = None,
                       joint_mode: str | None = None, right_context: bool = False,
-                      reference: NemoReference | None = None) -> Report:
+                      reference: NemoReference | None = None, model_source: str | None = None,
+                      mapping: dict | None = None) -> Report:
     """The packages on a manifest (default: the held-out set of the export's trained model), each file
-    also decoded by NeMo for agreement (`reference`: NeMo's results, if already computed)."""
-    from exporters.decoding.transcriber import open_transcriber
-    from exporters.parity.report import load_recorded_model
+    also decoded by NeMo for agreement (`reference`: NeMo's results, if already computed). Any converter's
+    export directory is evaluated with `model_source`, the checkpoint it came from."""
+    from exporters.decoding.transcriber import view_transcriber
+    from exporters.export_view import open_export
 
-    metadata = read_metadata(packages_dir)
-    transcriber = open_transcriber(packages_dir, backend, joint_mode)
+    view = open_export(packages_dir, model_source, mapping)
+    transcriber = view_transcriber(view, backend, joint_mode)
     if reference is None or (right_context and reference.right_context is None):
-        name, entries = manifest_entries(manifest, metadata["model"]["source"])
-        reference = nemo_reference(load_recorded_model(metadata), name, entries, right_context)
+        name, entries = manifest_entries(manifest, view.model_source)
+        reference = nemo_reference(view.model, name, entries, right_context)
     files = []
     for (path, text), samples, nemo in zip(reference.entries, reference.clips, reference.decisions):
         started = time.perf_counter()
@@ -270,8 +271,8 @@ def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend:
         decode = time.perf_counter() - started
         ours = Decisions(transcript.text, *transcript.decisions())
         files.append(file_result(path, text, ours, len(samples) / transcriber.contract.model.sample_rate, decode, nemo))
-    used = {runtime_name: metadata["packages"][runtime_name]["size_bytes"] for runtime_name in transcriber.runtimes}
-    variants = {entry.get("compression") for entry in metadata["packages"].values()} - {None}
+    used = {name: package_bytes(view.packages[name].path) for name in transcriber.runtimes}
+    variants = set(view.compressed.values())
     report = Report(str(packages_dir), reference.name, files, used, ",".join(sorted(variants)) or "none")
     if right_context:
         decide = lambda batch: [transcriber.transcribe(clip).decisions() for clip in batch]  # noqa: E731
@@ -279,6 +280,11 @@ def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend:
             "packages": right_context_flips(decide, reference.clips, reference.cuts, transcriber.frame_samples),
             "nemo": reference.right_context}
     return report
+
+
+def package_bytes(path: Path) -> int:
+    """A package's size on disk: every file in it."""
+    return sum(file.stat().st_size for file in Path(path).rglob("*") if file.is_file())
 
 
 def evaluate_nemo(model_source: str, manifest: Path | None = None, model=None, right_context: bool = False) -> Report:

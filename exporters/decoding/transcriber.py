@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.contract import Contract, contract_from_metadata
+from exporters.contract import Contract
 from exporters.decoding.chunking import (Chunk, Chunking, chunk_mel_frames, plan_chunks, raw_log_mel,
                                          renormalized, samples_per_frame, utterance_statistics)
 from exporters.decoding.language_lock import LanguageLock
@@ -39,8 +39,6 @@ from exporters.decoding.tdt import TdtHypothesis, decide_from_logits, greedy_tdt
 from exporters.decoding.timestamps import (TokenTiming, WordTiming, group_words, punctuation_pieces,
                                            refine_punctuation)
 from exporters.errors import UserError
-from exporters.metadata import read_metadata
-from exporters.runtime import load
 
 # Joint path → the package it decides with.
 JOINT_COMPONENT = {"joint": "joint", "joint_decision": "joint_decision", "single_step": "joint_decision_single_step",
@@ -257,30 +255,40 @@ class Transcriber:
                           group_words(timings, self.tokenizer), window_seconds)
 
 
-def default_joint_mode(contract: Contract) -> str:
+def default_joint_mode(components) -> str:
     """The first joint mode whose package the export holds (a FluidAudio layout has the single step only)."""
-    return next(mode for mode, name in JOINT_COMPONENT.items() if name in contract.components)
+    return next(mode for mode, name in JOINT_COMPONENT.items() if name in components)
 
 
 def open_transcriber(packages_dir: Path, backend: str | None = None, joint_mode: str | None = None,
                      fused_frontend: bool = False, chunking: Chunking = Chunking(),
-                     lock: LanguageLock | None = None) -> Transcriber:
-    """A Transcriber over the exported packages in a directory (metadata.json says which model); `lock`
+                     lock: LanguageLock | None = None, model_source: str | None = None,
+                     mapping: dict | None = None) -> Transcriber:
+    """A Transcriber over the packages in a directory: this tool's export (metadata.json says which model), or
+    any other converter's with `model_source`, the checkpoint they came from (its tokenizer decodes); `lock`
     restricts its tokens (by script or list)."""
-    import sentencepiece as spm
+    from exporters.export_view import open_export
 
-    metadata = read_metadata(packages_dir)
-    contract = contract_from_metadata(metadata)
-    joint_mode = joint_mode or default_joint_mode(contract)
+    view = open_export(packages_dir, model_source, mapping)
+    return view_transcriber(view, backend, joint_mode, fused_frontend, chunking, lock)
+
+
+def view_transcriber(view, backend: str | None = None, joint_mode: str | None = None, fused_frontend: bool = False,
+                     chunking: Chunking = Chunking(), lock: LanguageLock | None = None) -> Transcriber:
+    """A Transcriber over the packages of an ExportView (any export directory)."""
+    contract, judged, packages_dir = view.contract, view.judged, view.directory
+    if not any(name in judged for name in JOINT_COMPONENT.values()):
+        raise UserError(f"{packages_dir} holds no joint package to decide with (it holds {', '.join(judged) or 'none'})")
+    joint_mode = joint_mode or default_joint_mode(judged)
     needed = components_needed(joint_mode, fused_frontend)
-    if missing := [name for name in needed if name not in contract.components]:
-        raise UserError(f"{packages_dir} ({contract.layout.name} layout) has no {', '.join(missing)} package "
-                        f"for joint mode {joint_mode}{' with the fused front end' if fused_frontend else ''}")
-    runtimes = {name: load(Path(packages_dir) / contract[name].package_name, backend) for name in needed}
-    smaller = tuple(WindowPackages(window, {name: load(Path(packages_dir) / window[name].package_name, backend,
-                                                       function=window.function_name)
+    if missing := [name for name in needed if name not in judged]:
+        raise UserError(f"transcribe with joint mode {joint_mode}{' and the fused front end' if fused_frontend else ''} "
+                        f"needs {', '.join(needed)}; {packages_dir} lacks {', '.join(missing)} "
+                        f"(it holds {', '.join(judged)})")
+    runtimes = {name: view.open(name, backend) for name in needed}
+    smaller = tuple(WindowPackages(window, {name: view.open(name, backend, function=window.function_name)
                                             for name in needed if window[name].windowed})
                     for window in contract.window_contracts()[:-1])
-    tokenizer = spm.SentencePieceProcessor(model_file=str(Path(packages_dir) / metadata["tokenizer"]))
+    tokenizer = view.tokenizer()
     bias = None if lock is None else lock.bias(tokenizer, contract.model.num_token_logits)
     return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking, bias, smaller)

@@ -54,10 +54,11 @@ def test_nemo_itself_with_right_context(tmp_path):
 
 
 def test_bad_input_is_one_line(tmp_path, tiny_packages_fp32, one_line_error):
-    """Coverage: neither or both systems, a model with no held-out set and no manifest, a manifest line
-    without text."""
-    one_line_error(evaluate("--manifest", tmp_path / "m.jsonl"), "pass exactly one of --packages")
-    one_line_error(evaluate("--packages", tiny_packages_fp32, "--model", "digits"), "pass exactly one of --packages")
+    """Coverage: no system, an export with a model it was not exported from, a model with no held-out set and
+    no manifest, a manifest line without text."""
+    one_line_error(evaluate("--manifest", tmp_path / "m.jsonl"), "pass --packages (an export), --model")
+    one_line_error(evaluate("--packages", tiny_packages_fp32, "--model", "digits"),
+                   "no longer matches the exported weights")
     one_line_error(evaluate("--packages", tiny_packages_fp32, "--backend", "mil"), "no held-out set for model 'tiny'")
     (tmp_path / "no-text.jsonl").write_text(json.dumps({"audio_filepath": "a.wav"}) + "\n")
     one_line_error(evaluate("--packages", tiny_packages_fp32, "--manifest", tmp_path / "no-text.jsonl"),

@@ -65,7 +65,7 @@ def test_latest_dependencies_job_runs_the_suite_on_coremltools_9():
 
 def test_macos_job_on_apple_silicon_uploads_artifacts():
     """Coverage: the macOS job runs on an Apple-silicon macOS 15 runner (Core ML loads iOS18 packages, the
-    multi-window and block-wise int4 ones, from macOS 15 on), lints and compiles, and uploads artifacts."""
+    multi-window and block-wise int4 ones, from macOS 15 on), lints and compiles, and uploads artifacts (reports, parity pages, packages)."""
     jobs = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]
     macos = jobs["macos"]
     assert macos["runs-on"] == "macos-15"
@@ -73,4 +73,14 @@ def test_macos_job_on_apple_silicon_uploads_artifacts():
     for command in ("parakeet-coreml compile", "parakeet-coreml lint", "--backend coreml", "--benchmark-json",
                     "tests/compile"):
         assert command in commands
-    assert sum(step.get("uses", "").startswith("actions/upload-artifact@") for step in macos["steps"]) == 2
+    assert sum(step.get("uses", "").startswith("actions/upload-artifact@") for step in macos["steps"]) == 3
+
+
+def test_macos_job_uploads_the_html_parity_reports():
+    """Coverage: the macOS job's compare steps write an HTML page and a JSON record per precision of v3, and an
+    always-run step uploads that folder as an artifact."""
+    steps = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]["macos"]["steps"]
+    compare_lines = [line for step in steps for line in step.get("run", "").splitlines() if " compare " in line]
+    assert compare_lines and all("--report parity/" in line and "--json parity/" in line for line in compare_lines)
+    upload = next(step for step in steps if step.get("with", {}).get("name") == "parity-reports")
+    assert upload["if"] == "always()" and upload["with"]["path"].strip() == "parity/"
