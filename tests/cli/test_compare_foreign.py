@@ -148,3 +148,17 @@ def test_transcribe_and_evaluate_take_a_foreign_export(foreign_copy):
                                       "mil", str(clip)])
     assert transcribed.exit_code == 0, transcribed.output
     assert transcribed.stdout.strip().splitlines()[-1] == hypothesis
+
+
+def test_packages_in_fluidaudios_layout_without_our_metadata_are_judged(load_subject, tmp_path):
+    """Coverage: FluidAudio's file names as a model hub ships them (Preprocessor, Encoder, Decoder, JointDecisionv3;
+    no metadata.json of ours): found by name, the flat waveform and single-step names bound, every gate passes."""
+    downloaded = shutil.copytree(load_subject("tiny").packages("fp32", "fluidaudio"), tmp_path / "parakeet-tdt")
+    (downloaded / "metadata.json").unlink()
+    result = compare(downloaded, "--model", "tiny", "--json", str(tmp_path / "r.json"))
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert {p["component"]: p["path"] for p in record["packages"] if p["judged"]} == {
+        "preprocessor": "Preprocessor.mlpackage", "encoder": "Encoder.mlpackage", "decoder": "Decoder.mlpackage",
+        "joint_decision_single_step": "JointDecisionv3.mlpackage"}
+    assert record["export"]["waveform"] == "flat" and record["export"]["top_k"] == 8
