@@ -200,8 +200,22 @@ class ExportView:
         import sentencepiece as spm
 
         if self.metadata is not None:
-            return spm.SentencePieceProcessor(model_file=str(self.directory / self.metadata["tokenizer"]))
+            return spm.SentencePieceProcessor(model_file=str(self.inside(self.metadata.get("tokenizer"), "tokenizer")))
         return self.model.tokenizer.tokenizer
+
+    def inside(self, name, what: str) -> Path:
+        """A file an export's metadata.json names, which must be a file inside the export directory (an export
+        is untrusted input: `../../etc/passwd` is refused, not opened)."""
+        if not isinstance(name, str) or not name:
+            raise UserError(f"{self.directory / FILENAME} names no {what} file; re-export the directory")
+        root = self.directory.resolve()
+        path = (root / name).resolve()
+        if not path.is_relative_to(root):
+            raise UserError(f"{self.directory / FILENAME} names a {what} outside the export ({name}); refused")
+        if not path.is_file():
+            raise UserError(f"the {what} file {name} named in {self.directory / FILENAME} is missing; re-export "
+                            "the directory")
+        return path
 
     def summary(self) -> dict:
         """What was inferred about the export, for the report."""

@@ -168,3 +168,15 @@ def test_published_directory_has_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+@pytest.mark.parametrize("named", ["../../../../../../etc/passwd", None, "absent.model"])
+def test_a_tokenizer_path_outside_the_export_or_missing_is_one_line(export_copy, named, one_line_error):
+    """Coverage: metadata.json is untrusted input: a tokenizer named outside the export directory is refused
+    without being opened, a null or missing one is said to be missing (issue 29, item 7)."""
+    path = export_copy / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["tokenizer"] = named
+    path.write_text(json.dumps(metadata))
+    fragment = {None: "names no tokenizer file", "absent.model": "is missing"}.get(named, "outside the export")
+    one_line_error(open_with("transcribe", export_copy), fragment)
