@@ -260,7 +260,7 @@ def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend:
     from exporters.export_view import open_export
 
     view = open_export(packages_dir, model_source, mapping)
-    transcriber = view_transcriber(view, backend, joint_mode)
+    transcriber = view_transcriber(view, backend, joint_mode, command="evaluate")
     if reference is None or (right_context and reference.right_context is None):
         name, entries = manifest_entries(manifest, view.model_source)
         reference = nemo_reference(view.model, name, entries, right_context)

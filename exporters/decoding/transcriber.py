@@ -274,15 +274,18 @@ def open_transcriber(packages_dir: Path, backend: str | None = None, joint_mode:
 
 
 def view_transcriber(view, backend: str | None = None, joint_mode: str | None = None, fused_frontend: bool = False,
-                     chunking: Chunking = Chunking(), lock: LanguageLock | None = None) -> Transcriber:
-    """A Transcriber over the packages of an ExportView (any export directory)."""
+                     chunking: Chunking = Chunking(), lock: LanguageLock | None = None,
+                     command: str = "transcribe") -> Transcriber:
+    """A Transcriber over the packages of an ExportView (any export directory); `command` names what needs it in
+    the error an export without the packages gets."""
     contract, judged, packages_dir = view.contract, view.judged, view.directory
     if not any(name in judged for name in JOINT_COMPONENT.values()):
-        raise UserError(f"{packages_dir} holds no joint package to decide with (it holds {', '.join(judged) or 'none'})")
+        raise UserError(f"{command} needs a joint package to decide with; {packages_dir} holds "
+                        f"{', '.join(judged) or 'none'}")
     joint_mode = joint_mode or default_joint_mode(judged)
     needed = components_needed(joint_mode, fused_frontend)
     if missing := [name for name in needed if name not in judged]:
-        raise UserError(f"transcribe with joint mode {joint_mode}{' and the fused front end' if fused_frontend else ''} "
+        raise UserError(f"{command} with joint mode {joint_mode}{' and the fused front end' if fused_frontend else ''} "
                         f"needs {', '.join(needed)}; {packages_dir} lacks {', '.join(missing)} "
                         f"(it holds {', '.join(judged)})")
     runtimes = {name: view.open(name, backend) for name in needed}

@@ -180,3 +180,18 @@ def test_a_tokenizer_path_outside_the_export_or_missing_is_one_line(export_copy,
     path.write_text(json.dumps(metadata))
     fragment = {None: "names no tokenizer file", "absent.model": "is missing"}.get(named, "outside the export")
     one_line_error(open_with("transcribe", export_copy), fragment)
+
+
+@pytest.mark.parametrize("command", ["transcribe", "evaluate"])
+def test_an_export_without_the_packages_a_command_needs_says_what_it_lacks(export_copy, command, one_line_error):
+    """Coverage: an export holding only the joint and the decoder (a partial convert): transcribe and evaluate
+    name what they need and what the export lacks in one line, not a FileNotFoundError (issue 29, item 2)."""
+    path = export_copy / "metadata.json"
+    metadata = json.loads(path.read_text())
+    for name in [name for name in metadata["packages"] if name not in ("joint", "decoder")]:
+        shutil.rmtree(export_copy / metadata["packages"].pop(name)["file"])
+    path.write_text(json.dumps(metadata))
+    arguments = [CLIP] if command == "transcribe" else []
+    result = run(command, "--packages", export_copy, *arguments)
+    one_line_error(result, f"{command} with joint mode joint needs preprocessor, encoder, decoder, joint",
+                   "lacks preprocessor, encoder (it holds decoder, joint)")
