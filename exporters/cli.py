@@ -134,6 +134,42 @@ def convert(
         fail(str(error))
 
 
+def output_lock_path(output_dir: Path) -> Path:
+    """The lock file of an output directory: named after its resolved path, in the temporary folder."""
+    import hashlib
+
+    folder = Path(tempfile.gettempdir()) / "parakeet-coreml-locks"
+    folder.mkdir(exist_ok=True)
+    return folder / (hashlib.sha256(str(Path(output_dir).resolve()).encode()).hexdigest()[:24] + ".lock")
+
+
+@contextlib.contextmanager
+def exclusive_output(output_dir: Path):
+    """Held while a convert writes output_dir: a second convert into the same directory is refused in one line
+    instead of both replacing it. An flock on a lock file named after the resolved directory (in the temporary
+    folder, so nothing is left beside the user's files); the file is removed on release, and a lock taken on a
+    file already removed is taken again."""
+    import fcntl
+
+    path = output_lock_path(output_dir)
+    while True:
+        handle = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise UserError(f"another convert is writing {output_dir} now: wait for it to finish, or choose another "
+                            "directory") from None
+        if path.exists() and path.stat().st_ino == os.fstat(handle).st_ino:
+            break
+        os.close(handle)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(handle)
+
+
 def interrupt(signum, frame) -> None:
     """SIGTERM behaves like Ctrl-C: unwind, so staging folders are removed on the way out."""
     raise KeyboardInterrupt
@@ -148,7 +184,7 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
 
     kind = check_source(model_source)  # before torch and NeMo load: a bad source fails in a moment
     chosen = layout_named(layout)
-    from exporters.export import ExportSettings, check_output_dir, export_packages
+    from exporters.export import ExportSettings, check_output_dir
 
     settings = ExportSettings(precision, parse_components(components), compute_units, author,
                               *(() if compression is None else (compression,)))
@@ -156,6 +192,15 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
     check_top_k(top_k)
     check_windows(windows, chosen)
     check_output_dir(output_dir)
+    with exclusive_output(output_dir):
+        export_into(model_source, kind, output_dir, precision, settings, chosen, top_k, windows, layout)
+
+
+def export_into(model_source: str, kind: str, output_dir: Path, precision: str, settings, chosen, top_k: int,
+                windows: tuple[float, ...], layout: str) -> None:
+    """Load the model and export it into output_dir (the caller holds the directory's lock)."""
+    from exporters.export import export_packages
+
     quiet_libraries()
     from exporters.checkpoints import load_model
     from exporters.contract import contract_for_model

@@ -205,3 +205,36 @@ def test_console_script_reports_error_and_exit_code(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'x.nemo'}"]
+
+
+def test_a_convert_into_a_directory_another_convert_is_writing_is_refused(tmp_path, one_line_error):
+    """Coverage: while a convert holds an output directory (its lock taken here), a second convert into it is
+    one line and exit 2, and writes nothing (issue 29, item 8)."""
+    import fcntl
+
+    from exporters.cli import output_lock_path
+
+    out = tmp_path / "out"
+    with open(output_lock_path(out), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        one_line_error(convert("--model", "tiny", "--output-dir", str(out), "--components", "joint"),
+                       "another convert is writing")
+    assert leftovers(tmp_path) == []
+
+
+def test_two_converts_into_one_directory_at_once_leave_one_whole_export(tmp_path):
+    """Coverage: two `convert` processes started together into one directory: each either exports or is
+    refused in one line, and what is left is one export whose packages match its checksums."""
+    from exporters.metadata import read_metadata
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "exporters.cli", "convert", "--model", "tiny", "--output-dir", str(out),
+               "--components", "decoder,joint"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    finished = [(run.wait(timeout=600), run.stderr.read()) for run in runs]
+    assert {code for code, _ in finished} <= {0, 2} and any(code == 0 for code, _ in finished), finished
+    for code, errors in finished:
+        if code == 2:
+            assert "another convert is writing" in errors, errors
+    assert set(read_metadata(out)["packages"]) == {"decoder", "joint"}
+    assert leftovers(tmp_path) == ["out"]
