@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import warnings
@@ -115,12 +116,17 @@ def convert(
                                             help="Comma-separated components --compress applies to."),
     mixed_plan: Optional[Path] = typer.Option(None, help="Per-weight formats for --compress mixed (JSON written "
                                                          "by `parakeet-coreml search-mixed`)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an export of another model or settings in "
+                                                          "--output-dir (refused without it)."),
 ) -> None:
     """Export the components of a Parakeet-TDT model for a fixed 15 s window (or several, --windows).
 
     The output directory is replaced as a whole when every component succeeded; until then the work is
-    staged beside it. Ctrl-C and SIGTERM remove the staging folder; one left by a killed process is
-    removed by the next export to the same directory.
+    staged beside it. Some --components into an export of the same model and settings update those packages
+    and keep the others; into an export of anything else, convert refuses unless --replace. Ctrl-C and SIGTERM
+    remove the staging folder; one left by a killed process is removed by the next export to the same directory.
+
+    Example: parakeet-coreml convert --model tiny --output-dir build/tiny
     """
     signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -129,7 +135,7 @@ def convert(
         compression = CompressionSettings(compress, parse_components(compress_components) or DEFAULT_COMPRESSED,
                                           read_plan(mixed_plan) if mixed_plan else None)
         run_convert(model, output_dir, precision, components, compute_units, author, layout, top_k, compression,
-                    parse_windows(windows))
+                    parse_windows(windows), replace)
     except UserError as error:
         fail(str(error))
 
@@ -177,7 +183,7 @@ def interrupt(signum, frame) -> None:
 
 def run_convert(model_source: str, output_dir: Path, precision: str, components: str,
                 compute_units: str, author: str | None, layout: str = "default", top_k: int = DEFAULT_TOP_K,
-                compression=None, windows: tuple[float, ...] = (WINDOW_SECONDS,)) -> None:
+                compression=None, windows: tuple[float, ...] = (WINDOW_SECONDS,), replace: bool = False) -> None:
     from exporters.checkpoints import check_source
     from exporters.contract import check_top_k, check_windows
     from exporters.layouts import layout_named
@@ -193,13 +199,15 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
     check_windows(windows, chosen)
     check_output_dir(output_dir)
     with exclusive_output(output_dir):
-        export_into(model_source, kind, output_dir, precision, settings, chosen, top_k, windows, layout)
+        export_into(model_source, kind, output_dir, precision, settings, chosen, top_k, windows, layout, replace)
 
 
 def export_into(model_source: str, kind: str, output_dir: Path, precision: str, settings, chosen, top_k: int,
-                windows: tuple[float, ...], layout: str) -> None:
-    """Load the model and export it into output_dir (the caller holds the directory's lock)."""
+                windows: tuple[float, ...], layout: str, replace: bool) -> None:
+    """Load the model and export it into output_dir (the caller holds the directory's lock): replacing it, or,
+    for some components into an export of the same model and settings, updating those packages."""
     from exporters.export import export_packages
+    from exporters.partial import existing_export, merge_partial, partial_staging, refuse_other_export
 
     quiet_libraries()
     from exporters.checkpoints import load_model
@@ -209,6 +217,14 @@ def export_into(model_source: str, kind: str, output_dir: Path, precision: str, 
     with console.status(f"loading {model_source}"):
         model = load_model(model_source, kind)
     contract = contract_for_model(model, windows, top_k, layout)
+    existing = None if replace else existing_export(output_dir)
+    if existing is not None:
+        from exporters.metadata import build_metadata
+
+        planned = build_metadata(contract=contract, source=model_source, model_checksum=weights_sha256(model),
+                                 precision=precision, packages={}, tokenizer_file="", author="",
+                                 compression=settings.compression.to_dict())
+        refuse_other_export(output_dir, existing, planned)
     for window in contract.window_contracts():
         console.print(f"loaded {model_source}: V={contract.model.vocab_size} D={contract.model.d_model} "
                       f"window {window.window_samples} samples → {window.mel_frames} mel → "
@@ -221,8 +237,19 @@ def export_into(model_source: str, kind: str, output_dir: Path, precision: str, 
             console.print(f"  {result.package}  {result.size_bytes / 1e6:.1f} MB  {result.seconds:.1f} s",
                           highlight=False)
 
-    results = export_packages(model, contract, model_source, weights_sha256(model), output_dir, settings,
-                              on_progress)
+    if existing is not None and settings.components is not None:
+        partial = partial_staging(output_dir)
+        try:
+            results = export_packages(model, contract, model_source, weights_sha256(model), partial, settings,
+                                      on_progress)
+            kept = sorted(set(merge_partial(output_dir, partial)["packages"]) - set(settings.components))
+            console.print(f"updated {', '.join(settings.components)}; kept {', '.join(kept) or 'nothing else'}",
+                          highlight=False)
+        finally:
+            shutil.rmtree(partial.parent, ignore_errors=True)
+    else:
+        results = export_packages(model, contract, model_source, weights_sha256(model), output_dir, settings,
+                                  on_progress)
     table = Table(title=f"exported to {output_dir}")
     for column in ("component", "precision", "compression", "target", "size (MB)", "seconds", "compute units"):
         table.add_column(column)

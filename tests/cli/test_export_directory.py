@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,17 +53,53 @@ def test_metadata_lists_every_package_with_its_checksum(tiny_packages_fp32, tiny
         assert entry["sha256"] == package_sha256(tiny_packages_fp32 / entry["file"])
 
 
-def test_convert_replaces_an_existing_export_as_a_whole(tmp_path):
-    """Coverage: converting other components (of another model) into an existing export leaves exactly the new
-    export; no package of the earlier run survives beside it."""
+def tree_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_convert_into_another_models_export_is_refused_unless_replace(tmp_path, one_line_error):
+    """Coverage: some components of another model into an existing export: one line naming what differs, exit
+    2, the export byte-identical; with --replace exactly the new export is left, nothing of the earlier run
+    beside it (issue 29, item 1)."""
     out = tmp_path / "out"
     assert run("convert", "--model", "digits", "--output-dir", out, "--components", "encoder,decoder").exit_code == 0
-    result = run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint,decoder")
+    before = tree_bytes(out)
+    refused = run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint,decoder")
+    one_line_error(refused, "holds another export", "model digits", "tiny", "--replace")
+    assert tree_bytes(out) == before
+    result = run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint,decoder", "--replace")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "metadata.json", "parakeet_decoder.mlpackage", "parakeet_joint.mlpackage", "tokenizer.model"]
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["model"]["source"] == "tiny" and set(metadata["packages"]) == {"joint", "decoder"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_convert_with_another_precision_is_refused_and_says_so(tmp_path, one_line_error):
+    """Coverage: the same model at another precision into an export: refused, naming the precisions."""
+    out = tmp_path / "out"
+    assert run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint").exit_code == 0
+    before = tree_bytes(out)
+    one_line_error(run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint", "--precision",
+                       "fp16"), "precision fp32 there, fp16 here")
+    assert tree_bytes(out) == before
+
+
+def test_a_partial_convert_updates_its_packages_and_keeps_the_rest(tmp_path):
+    """Coverage: some components of the same model and settings into a complete export re-export those and
+    keep every other package byte for byte; metadata lists all of them with checksums that match."""
+    from exporters.metadata import read_metadata
+
+    out = tmp_path / "out"
+    assert run("convert", "--model", "tiny", "--output-dir", out, "--components", "encoder,decoder,joint").exit_code == 0
+    encoder = tree_bytes(out / "parakeet_encoder.mlpackage")
+    result = run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint,decoder")
+    assert result.exit_code == 0, result.output
+    assert "kept encoder" in result.output
+    metadata = read_metadata(out)  # verifies every listed checksum
+    assert list(metadata["packages"]) == ["encoder", "decoder", "joint"]
+    assert tree_bytes(out / "parakeet_encoder.mlpackage") == encoder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
