@@ -399,7 +399,7 @@ def mixed_plan(model_under_test: Subject, precision: str) -> dict[str, str]:
     import json
 
     from exporters.checkpoints import cache_dir
-    from exporters.mixed import calibration_clips, search_mixed_plan, write_plan
+    from exporters.mixed import calibration_clips, plan_document, search_mixed_plan
 
     search_code = hashlib.sha256((EXPORTERS / "mixed.py").read_bytes()).hexdigest()[:12]
     key = export_cache_key(model_under_test.weights_sha, precision, f"mixed-plan:{search_code}", False)
@@ -410,7 +410,7 @@ def mixed_plan(model_under_test: Subject, precision: str) -> dict[str, str]:
         clips, names = calibration_clips(model_under_test.source, None, model_under_test.contract.model.sample_rate)
         plan, sizes = search_mixed_plan(model_under_test.intact_model(), model_under_test.contract, precision, clips,
                                         names)
-        write_plan(path, plan, sizes, model_under_test.source, model_under_test.weights_sha, precision)
+        path.write_text(plan_document(plan, sizes, model_under_test.source, model_under_test.weights_sha, precision))
     built_once(path, path.stem, build)
     return json.loads(path.read_text())["weights"]
 

@@ -198,8 +198,33 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
     check_top_k(top_k)
     check_windows(windows, chosen)
     check_output_dir(output_dir)
-    with exclusive_output(output_dir):
+    with exclusive_output(output_dir), write_failures_said(output_dir):
         export_into(model_source, kind, output_dir, precision, settings, chosen, top_k, windows, layout, replace)
+
+
+@contextlib.contextmanager
+def write_failures_said(output_dir: Path):
+    """A disk that fills (or a write that fails) while the export is staged: one line, nothing published (the
+    staging folder is removed on the way out). coremltools' MIL weight writer says it as a RuntimeError."""
+    import errno
+
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        if not full and "[MIL FileWriter]" not in str(error):
+            raise
+        free = shutil.disk_usage(existing_parent(output_dir)).free / 1e6
+        cause = "no space left on the device" if full else "coremltools could not write a package's weights"
+        raise UserError(f"writing the export failed: {cause} ({free:.1f} MB free beside {output_dir}); nothing was "
+                        "published, any earlier export there is untouched") from None
+
+
+def existing_parent(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 def export_into(model_source: str, kind: str, output_dir: Path, precision: str, settings, chosen, top_k: int,
@@ -292,6 +317,7 @@ def compare(
 
         for path in (report, json_out):
             check_output_file(path)
+        check_plots_dir(plots)
         plots_dir = plots or (packages / "plots" if is_our_export(packages) and not map_ else None)
         try:
             with plots_for_report(plots_dir, report) as chosen_plots:
@@ -317,6 +343,16 @@ def check_output_file(path: Optional[Path]) -> None:
         raise UserError(f"{path} is a directory: name a file to write")
     if not path.parent.is_dir():
         raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
+
+
+def check_plots_dir(path: Optional[Path]) -> None:
+    """A plots folder can be made or is one (checked before any work)."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--plots {path} is a file: name a folder for the plots")
+    if not path.exists() and not path.parent.is_dir():
+        raise UserError(f"cannot make --plots {path}: folder {path.parent} does not exist")
 
 
 @contextlib.contextmanager
@@ -346,8 +382,13 @@ def write_whole(path: Path, text: str) -> None:
     """Write through a temporary file beside `path`, so a failure leaves no half-written file."""
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
                                      encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+        try:
+            handle.write(text)
+            handle.flush()
+            os.replace(handle.name, path)
+        except BaseException:
+            os.unlink(handle.name)
+            raise
 
 
 def print_compare(report) -> None:
@@ -498,17 +539,21 @@ def search_mixed(
         from exporters.checkpoints import check_source, load_model
         from exporters.contract import contract_for_model
         from exporters.metadata import weights_sha256
-        from exporters.mixed import calibration_clips, search_mixed_plan, write_plan
+        from exporters.mixed import calibration_clips, plan_document, search_mixed_plan
 
+        check_output_file(output)
         kind = check_source(model)
         nemo_model = load_model(model, kind)
         contract = contract_for_model(nemo_model)
         clips, names = calibration_clips(model, calibration, contract.model.sample_rate)
         with console.status("searching"):
             plan, sizes = search_mixed_plan(nemo_model, contract, precision, clips, names)
-        write_plan(output, plan, sizes, model, weights_sha256(nemo_model), precision)
+        document = plan_document(plan, sizes, model, weights_sha256(nemo_model), precision)
     except UserError as error:
         fail(str(error))
+    if write_or_say(output, document):
+        typer.echo(document)
+        raise typer.Exit(code=1)
     console.print(f"wrote {output}: {plan.mean_bits(sizes):.2f} bits per weight over {len(sizes)} weights, "
                   f"{plan.trials} trials, {plan.rounds} combination rounds", highlight=False)
 
@@ -538,6 +583,7 @@ def evaluate(
     try:
         if packages is None and model is None:
             raise UserError("pass --packages (an export), --model (NeMo itself), or both (another converter's export)")
+        check_output_file(report)
         quiet_libraries()
         from exporters.evaluate import evaluate_nemo, evaluate_packages, summary_rows
         from exporters.export_view import parse_mapping
@@ -553,15 +599,32 @@ def evaluate(
     except UserError as error:
         fail(str(error))
     document = json.dumps(result.to_dict(), indent=2)
-    if report is not None:
-        report.write_text(document + "\n")
     typer.echo(document)
+    unwritten = write_or_say(report, document + "\n")
     table = Table(title=f"{result.system} on {result.manifest}")
     table.add_column("measure")
     table.add_column("value")
     for row in summary_rows(result):
         table.add_row(*row)
     console.print(table)
+    for error in result.errors:
+        console.print(f"not evaluated: {error['error']}", highlight=False, soft_wrap=True)
+    if result.errors or unwritten:
+        raise typer.Exit(code=1)
+
+
+def write_or_say(path: Optional[Path], text: str) -> bool:
+    """Write a finished result to the file asked for (whole or not at all); if that fails now, after the work,
+    say why in one line (the caller prints the result on stdout). True when it was not written."""
+    if path is None:
+        return False
+    try:
+        write_whole(path, text)
+    except OSError as error:
+        console.print(f"[bold red]error:[/] {path} was not written ({error.strerror or error}); it is printed "
+                      "on stdout instead", highlight=False, soft_wrap=True)
+        return True
+    return False
 
 
 @app.command()

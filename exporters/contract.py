@@ -35,6 +35,8 @@ Layout decisions (made once, here):
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -313,8 +315,9 @@ def contract_for_model(model, windows: tuple[float, ...] = (WINDOW_SECONDS,), to
 def check_windows(windows: tuple[float, ...], layout: Layout, spec: ModelSpec | None = None) -> None:
     """Windows the packages can be built for: positive, several only where the layout's runtime opens
     multifunction packages, and (once the model is known) whole hops longer than one STFT frame."""
-    if not windows or any(seconds <= 0 for seconds in windows):
-        raise UserError(f"windows {', '.join(f'{s:g}' for s in windows) or '(none)'}: give positive lengths in seconds")
+    if not windows or not all(math.isfinite(seconds) and seconds > 0 for seconds in windows):
+        raise UserError(f"windows {', '.join(f'{s:g}' for s in windows) or '(none)'}: give positive, finite lengths "
+                        "in seconds")
     if len(set(windows)) > 1 and not layout.multi_window:
         raise UserError(f"the {layout.name} layout's runtime opens single-window packages: give one window")
     for seconds in windows if spec else ():

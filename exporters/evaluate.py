@@ -121,13 +121,14 @@ class Report:
     package_bytes: dict[str, int] = field(default_factory=dict)
     compression: str | None = None
     right_context: dict[str, RightContext] = field(default_factory=dict)  # system -> flips
+    errors: list[dict] = field(default_factory=list)  # files not evaluated: audio_filepath, error
 
     @property
     def summary(self) -> dict:
         refs, hyps = [f.reference for f in self.files], [f.hypothesis for f in self.files]
         audio = sum(f.seconds for f in self.files)
         decode = sum(f.decode_seconds for f in self.files)
-        summary = {"files": len(self.files), "audio_seconds": round(audio, 3),
+        summary = {"files": len(self.files), "unreadable_files": len(self.errors), "audio_seconds": round(audio, 3),
                    "wer": word_error_rate(refs, hyps), "cer": char_error_rate(refs, hyps),
                    "rtfx": audio / decode if decode else None,
                    "package_bytes": sum(self.package_bytes.values()) or None}
@@ -146,7 +147,7 @@ class Report:
         return {"system": self.system, "manifest": self.manifest, "compression": self.compression,
                 "package_bytes": self.package_bytes, "summary": self.summary,
                 "right_context": {name: asdict(flips) for name, flips in self.right_context.items()},
-                "files": [asdict(f) for f in self.files]}
+                "files": [asdict(f) for f in self.files], "errors": self.errors}
 
 
 def held_out_manifest(model_name: str) -> list[tuple[Path, str]]:
@@ -232,6 +233,7 @@ class NemoReference:
     seconds: list[float]
     cuts: list[int]
     right_context: RightContext | None = None
+    errors: list[dict] = field(default_factory=list)  # entries whose audio could not be read
 
 
 def nemo_reference(model, name: str, entries: list[tuple[Path, str]], right_context: bool = False) -> NemoReference:
@@ -239,14 +241,28 @@ def nemo_reference(model, name: str, entries: list[tuple[Path, str]], right_cont
     from exporters.reference import NemoGreedy
 
     spec = inspect_model(model)
+    entries, clips, errors = readable_entries(name, entries, spec.sample_rate)
     decided = nemo_decisions(model, [path for path, _ in entries])
-    clips = [load_audio(path, spec.sample_rate) for path, _ in entries]
     decisions = [d for d, _ in decided]
     frame_samples = samples_per_frame(spec)
     cuts = nemo_cut_frames(decisions, clips, model.tokenizer.tokenizer, frame_samples)
     flips = right_context_flips(lambda batch: NemoGreedy(model, batch).decide(), clips, cuts, frame_samples) \
         if right_context else None
-    return NemoReference(name, entries, clips, decisions, [seconds for _, seconds in decided], cuts, flips)
+    return NemoReference(name, entries, clips, decisions, [seconds for _, seconds in decided], cuts, flips, errors)
+
+
+def readable_entries(name: str, entries: list[tuple[Path, str]], sample_rate: int):
+    """The entries whose audio reads, their clips, and an error record for each of the others."""
+    kept, clips, errors = [], [], []
+    for path, text in entries:
+        try:
+            clips.append(load_audio(path, sample_rate))
+            kept.append((path, text))
+        except UserError as error:
+            errors.append({"audio_filepath": str(path), "error": str(error)})
+    if not kept:
+        raise UserError(f"no audio in {name} could be read ({errors[0]['error']})")
+    return kept, clips, errors
 
 
 def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend: str | None = None,
@@ -273,7 +289,8 @@ def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend:
         files.append(file_result(path, text, ours, len(samples) / transcriber.contract.model.sample_rate, decode, nemo))
     used = {name: package_bytes(view.packages[name].path) for name in transcriber.runtimes}
     variants = set(view.compressed.values())
-    report = Report(str(packages_dir), reference.name, files, used, ",".join(sorted(variants)) or "none")
+    report = Report(str(packages_dir), reference.name, files, used, ",".join(sorted(variants)) or "none",
+                    errors=reference.errors)
     if right_context:
         decide = lambda batch: [transcriber.transcribe(clip).decisions() for clip in batch]  # noqa: E731
         report.right_context = {
@@ -298,7 +315,7 @@ def evaluate_nemo(model_source: str, manifest: Path | None = None, model=None, r
     files = [file_result(path, text, decisions, len(clip) / sample_rate, seconds, None)
              for (path, text), clip, decisions, seconds
              in zip(reference.entries, reference.clips, reference.decisions, reference.seconds)]
-    report = Report(f"NeMo {model_source}", name, files)
+    report = Report(f"NeMo {model_source}", name, files, errors=reference.errors)
     if right_context:
         report.right_context = {"nemo": reference.right_context}
     return report
@@ -309,6 +326,8 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
     summary = report.summary
     rows = [("files", str(summary["files"])), ("audio seconds", f"{summary['audio_seconds']:.1f}"),
             ("WER", f"{summary['wer']:.2%}"), ("CER", f"{summary['cer']:.2%}")]
+    if summary["unreadable_files"]:
+        rows.append(("files not read (see errors)", str(summary["unreadable_files"])))
     for key, label in (("decisions_identical", "files with NeMo's decisions"),
                        ("token_agreement", "token agreement with NeMo"),
                        ("duration_agreement", "duration agreement with NeMo")):

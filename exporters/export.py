@@ -24,7 +24,7 @@ from exporters.layouts import DEFAULT_LAYOUT, LAYOUTS, Layout, write_vocabulary
 from exporters.memory import weights_paged_out
 from exporters.runtime import COREML_COMPUTE_UNITS
 from exporters.example_inputs import example_inputs
-from exporters.metadata import FILENAME, build_metadata, default_author, package_sha256, write_metadata
+from exporters.metadata import FILENAME, build_metadata, default_author, file_sha256, package_sha256, write_metadata
 
 PRECISIONS = ("fp32", "fp16")
 COMPUTE_UNITS = COREML_COMPUTE_UNITS
@@ -225,7 +225,7 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
             write_vocabulary(model.tokenizer.tokenizer, staging / contract.layout.vocabulary_file)
         write_metadata(staging, build_metadata(
             contract=contract, source=source, model_checksum=model_checksum,
-            precision=settings.precision, tokenizer_file=TOKENIZER_FILE,
+            precision=settings.precision, tokenizer_file=TOKENIZER_FILE, files=file_checksums(staging),
             compression=settings.compression.to_dict(),
             packages={r.component: package_entry(r, contract, staging) for r in results},
             author=settings.author or default_author(),
@@ -234,6 +234,12 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return results
+
+
+def file_checksums(directory: Path) -> dict[str, str]:
+    """The sha256 of every plain file an export holds beside its packages (tokenizer, vocabulary)."""
+    return {file.name: file_sha256(file) for file in sorted(directory.iterdir())
+            if file.is_file() and not file.name.startswith(".") and file.name != FILENAME}
 
 
 def package_entry(result: ExportResult, contract: Contract, directory: Path) -> dict:

@@ -199,9 +199,17 @@ class ExportView:
         """A SentencePiece processor: the export's own (ours), else the model's."""
         import sentencepiece as spm
 
-        if self.metadata is not None:
-            return spm.SentencePieceProcessor(model_file=str(self.inside(self.metadata.get("tokenizer"), "tokenizer")))
-        return self.model.tokenizer.tokenizer
+        if self.metadata is None:
+            return self.model.tokenizer.tokenizer
+        path = self.inside(self.metadata.get("tokenizer"), "tokenizer")
+        try:
+            processor = spm.SentencePieceProcessor(model_file=str(path))
+        except (RuntimeError, OSError) as error:
+            raise UserError(f"{path} is no SentencePiece model ({error}); re-export the directory") from None
+        if processor.get_piece_size() != self.contract.model.vocab_size:
+            raise UserError(f"{path} has {processor.get_piece_size()} pieces, the model's vocabulary "
+                            f"{self.contract.model.vocab_size}: it belongs to another model; re-export the directory")
+        return processor
 
     def inside(self, name, what: str) -> Path:
         """A file an export's metadata.json names, which must be a file inside the export directory (an export
@@ -255,13 +263,14 @@ class ExportView:
 
 
 def is_our_export(directory: Path) -> bool:
-    """A directory with this project's metadata.json (its schema and a recorded contract)."""
+    """A directory with this project's metadata.json, by its schema version (read_metadata then says what else
+    is wrong with it)."""
     path = Path(directory) / FILENAME
     try:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(recorded, dict) and recorded.get("schema_version") == SCHEMA_VERSION and "contract" in recorded
+    return isinstance(recorded, dict) and recorded.get("schema_version") == SCHEMA_VERSION
 
 
 def open_export(directory: Path, model_source: str | None = None, mapping: dict[str, Path] | None = None,

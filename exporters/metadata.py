@@ -20,7 +20,9 @@ from exporters.memory import process_peak_rss_mb
 #    top_k and the layout.
 # 4: the weight compression (variant, components, mixed plan) and each package's deployment target and
 #    compression.
-SCHEMA_VERSION = 4
+# 5: "files" holds the sha256 of every other file an export is read by (tokenizer, vocabulary), and the
+#    contract is checked when metadata.json is read.
+SCHEMA_VERSION = 5
 FILENAME = "metadata.json"
 PACKAGE_SUFFIX = ".mlpackage"
 
@@ -64,7 +66,8 @@ def tool_versions() -> dict[str, str]:
 
 
 def build_metadata(*, contract: Contract, source: str, model_checksum: str, precision: str,
-                   packages: dict[str, dict], tokenizer_file: str, author: str, compression: dict) -> dict:
+                   packages: dict[str, dict], tokenizer_file: str, author: str, compression: dict,
+                   files: dict[str, str] | None = None) -> dict:
     """The whole metadata.json document for one export run."""
     spec = contract.model
     return {
@@ -77,6 +80,7 @@ def build_metadata(*, contract: Contract, source: str, model_checksum: str, prec
         "durations": list(spec.durations),
         "max_symbols_per_step": spec.max_symbols_per_step,
         "tokenizer": tokenizer_file,
+        "files": files or {},
         "precision": precision,
         "compression": compression,
         "contract": contract.to_dict(),
@@ -109,6 +113,14 @@ def package_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_metadata(directory: Path, verify: bool = True) -> dict:
     """Load an export directory's metadata.json (schema checked) and, with `verify`, check that the
     directory holds exactly the packages it lists, each matching its content checksum."""
@@ -126,9 +138,47 @@ def read_metadata(directory: Path, verify: bool = True) -> dict:
         version = metadata.get("schema_version") if isinstance(metadata, dict) else None
         raise UserError(f"{path} has schema version {version}, this tool reads version {SCHEMA_VERSION}; "
                         "re-export the directory")
+    check_contract(path, metadata)
     if verify:
         verify_packages(directory, metadata)
+        verify_files(directory, metadata)
     return metadata
+
+
+def check_contract(path: Path, metadata: dict) -> None:
+    """The recorded contract rebuilds: one line naming what is missing or malformed, never a KeyError later."""
+    from exporters.contract import contract_from_metadata
+
+    if not isinstance(metadata.get("contract"), dict):
+        raise UserError(f"{path} records no contract; re-export the directory")
+    try:
+        contract_from_metadata(metadata)
+    except KeyError as error:
+        raise UserError(f"{path}: its contract lacks {error}; re-export the directory") from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise UserError(f"{path}: its contract is malformed ({error}); re-export the directory") from None
+
+
+def verify_files(directory: Path, metadata: dict) -> None:
+    """Every other file metadata.json lists is a plain name in the directory and matches its checksum; the
+    tokenizer it names is one of them."""
+    files, tokenizer = metadata.get("files"), metadata.get("tokenizer")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise UserError(f"{directory / FILENAME} lists no file checksums; re-export the directory")
+    if not isinstance(tokenizer, str) or not tokenizer:
+        raise UserError(f"{directory / FILENAME} names no tokenizer file; re-export the directory")
+    for name in (tokenizer, *files):
+        if Path(name).name != name or name in (".", ".."):
+            raise UserError(f"{directory / FILENAME} names a file outside the export ({name}); refused")
+    if tokenizer not in files:
+        raise UserError(f"{directory / FILENAME} names a tokenizer ({tokenizer}) its checksums do not cover; "
+                        "re-export the directory")
+    for name, checksum in sorted(files.items()):
+        if not (directory / name).is_file():
+            raise UserError(f"{directory / name} listed in {FILENAME} is missing; re-export the directory")
+        if file_sha256(directory / name) != checksum:
+            raise UserError(f"{directory / name} does not match its checksum in {FILENAME}: damaged or replaced; "
+                            "re-export the directory")
 
 
 def verify_packages(directory: Path, metadata: dict) -> None:

@@ -134,9 +134,9 @@ def calibration_clips(model_name: str, manifest: Path | None, sample_rate: int) 
     return [load_audio(path, sample_rate) for path, _ in entries], [Path(path).name for path, _ in entries]
 
 
-def write_plan(path: Path, plan: MixedPlan, sizes: dict[str, int], source: str, weights_sha: str,
-               precision: str) -> None:
+def plan_document(plan: MixedPlan, sizes: dict[str, int], source: str, weights_sha: str, precision: str) -> str:
+    """The plan file's text (JSON), as `convert --mixed-plan` reads it."""
     import json
 
     document = {"model": source, "weights_sha256": weights_sha, "precision": precision, **plan.to_dict(sizes)}
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    return json.dumps(document, indent=2) + "\n"

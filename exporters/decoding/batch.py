@@ -36,8 +36,13 @@ def read_manifest(manifest: Path, need_text: bool = False) -> list[tuple[Path, s
     count from the manifest's folder."""
     if not manifest.is_file():
         raise UserError(f"manifest not found: {manifest}")
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{manifest} is not UTF-8 text (byte {error.start}): a NeMo manifest is UTF-8 JSON lines") \
+            from None
     entries = []
-    for number, line in enumerate(manifest.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

@@ -11,6 +11,8 @@ single window holding the whole file, with no context cut off.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,7 +120,11 @@ def samples_per_frame(spec) -> int:
 
 
 def check_chunking(contract, chunking: Chunking) -> None:
-    """Fail early (one line) when the chunk and contexts do not fit the package window."""
+    """Fail early (one line) when the chunk and contexts are no lengths or do not fit the package window."""
+    for name, seconds in (("--chunk-seconds", chunking.chunk_seconds), ("--left-context-seconds", chunking.left_seconds),
+                          ("--right-context-seconds", chunking.right_seconds)):
+        if not math.isfinite(seconds) or seconds < 0:
+            raise UserError(f"{name} {seconds:g}: give a finite number of seconds, not negative")
     spec = contract.model
     frame_samples = samples_per_frame(spec)
     check_fits(*chunking.frames(frame_samples / spec.sample_rate), frame_samples, contract.window_samples)

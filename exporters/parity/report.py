@@ -173,6 +173,9 @@ def compare_view(view, clip: Path, backend: str | None, runs: int, warmup: int, 
 
     contract, model = view.contract, view.model
     samples = load_audio(clip, contract.model.sample_rate)
+    if len(samples) < contract.model.hop_length:
+        raise UserError(f"{clip} holds {len(samples)} samples: NeMo's preprocessor gives no feature frame for less "
+                        f"than one hop ({contract.model.hop_length} samples); compare on a longer clip")
     opened = {name: view.open(name, backend) for name in view.judged}
     gate = GateContext(model, contract, view.precision, tolerances, view.rows)
     diffs = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -69,6 +70,20 @@ def test_compare_fails_on_a_drifted_package(export_copy, tiny_contract, perturb_
 def test_compare_on_a_non_export_dir(tmp_path, one_line_error):
     """Coverage: a directory without metadata.json: one error line, exit 2."""
     one_line_error(compare(tmp_path), "metadata.json")
+
+
+def test_compare_refuses_a_plots_file_and_a_clip_shorter_than_one_hop(export_copy, tmp_path, one_line_error):
+    """Coverage: --plots naming a file, or a folder whose parent is missing, is one line before any work; a
+    1-sample clip (NeMo gives it no feature frame) is one line, not a convolution's RuntimeError (issue 29,
+    item 6)."""
+    import soundfile as sf
+
+    (tmp_path / "a-file").write_text("mine")
+    one_line_error(compare(export_copy, "--plots", tmp_path / "a-file"), "is a file: name a folder")
+    assert (tmp_path / "a-file").read_text() == "mine"
+    one_line_error(compare(export_copy, "--plots", tmp_path / "no" / "plots"), "folder " + str(tmp_path / "no"))
+    sf.write(tmp_path / "one.wav", np.array([0.1], np.float32), 16000)
+    one_line_error(compare(export_copy, "--audio", tmp_path / "one.wav"), "holds 1 samples", "less than one hop")
 
 
 def test_compare_unknown_backend(export_copy, one_line_error):

@@ -119,10 +119,13 @@ def test_convert_with_several_windows(tmp_path):
     (("--layout", "fluidaudio", "--windows", "5,15"), "opens single-window packages: give one window"),
     (("--windows", "2.505"), "window 2.505 s is no whole number of 160-sample hops"),
     (("--windows", "0.02"), "not longer than one STFT frame"),
+    (("--windows", "nan"), "windows nan: give positive, finite lengths"),
+    (("--windows", "15,inf"), "give positive, finite lengths"),
+    (("--windows", "1e400"), "windows inf: give positive, finite lengths"),
 ])
 def test_windows_the_packages_cannot_have(tmp_path, options, fragment, one_line_error):
     """Coverage: several windows for a single-window runtime, a window off the hop grid, a window shorter
-    than one STFT frame: one error line each, nothing left behind."""
+    than one STFT frame, lengths that are not finite (issue 29 item 6): one error line each, nothing left behind."""
     one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), *options), fragment)
     assert leftovers(tmp_path) == []
 
@@ -196,6 +199,60 @@ def test_failure_mid_export_leaves_output_dir_untouched(tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert leftovers(out) == ["keep.txt"]
     assert leftovers(tmp_path) == ["out"]
+
+
+@pytest.mark.parametrize("failure, fragment", [
+    ("write_metadata", "no space left on the device"),
+    ("export_component", "coremltools could not write a package's weights"),
+])
+def test_a_disk_that_fills_during_convert_is_one_line(tmp_path, monkeypatch, failure, fragment):
+    """Coverage: the disk filling while an export is staged, as the filesystem says it (ENOSPC) and as
+    coremltools' MIL weight writer says it (a RuntimeError): one line, exit 2, the earlier export untouched,
+    no staging left (issue 29, item 6)."""
+    import errno
+
+    out = tmp_path / "out"
+    assert convert("--model", "tiny", "--output-dir", str(out), "--components", "joint").exit_code == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    errors = {"write_metadata": OSError(errno.ENOSPC, "No space left on device"),
+              "export_component": RuntimeError("[MIL FileWriter]: Unknown error occurred while writing data to the "
+                                               "file.")}
+
+    def full_disk(*args, **kwargs):
+        raise errors[failure]
+
+    monkeypatch.setattr(export, failure, full_disk)
+    result = convert("--model", "tiny", "--output-dir", str(out), "--components", "joint", "--replace")
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and "Traceback" not in result.output and len(errors) == 1, result.output
+    assert errors[0] == result.output.strip().splitlines()[-1]  # after the progress lines, the last said
+    for expected in ("writing the export failed", fragment, "nothing was published"):
+        assert expected in errors[0]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert leftovers(tmp_path) == ["out"]
+
+
+def test_a_real_full_filesystem_is_one_line(tmp_path):
+    """Coverage: convert onto a 200 kB tmpfs that fills while the encoder's weights are written (mounted in a
+    private mount namespace when this user may: root, or unprivileged user namespaces)."""
+    import shutil as shell_tools
+
+    if shell_tools.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount a small tmpfs")
+    script = (f"mount -t tmpfs -o size=200k tmpfs {tmp_path} && {sys.executable} -m exporters.cli convert --model "
+              f"tiny --components encoder --output-dir {tmp_path}/out 2>{tmp_path}.err; echo \"exit=$?\"; "
+              f"echo left=$(ls -A {tmp_path})")
+    probe = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", f"mount -t tmpfs -o size=1k tmpfs "
+                            f"{tmp_path}"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a private mount namespace here: {probe.stderr.strip()}")
+    result = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], capture_output=True,
+                            text=True, timeout=600)
+    assert result.stdout.splitlines()[-2:] == ["exit=2", "left="], result.stdout + result.stderr
+    said = Path(f"{tmp_path}.err").read_text()
+    errors = [line for line in said.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in said and len(errors) == 1, said
+    assert errors[0].startswith("error: writing the export failed: coremltools could not write"), said
 
 
 def test_console_script_reports_error_and_exit_code(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from exporters.cli import app
@@ -63,3 +64,44 @@ def test_bad_input_is_one_line(tmp_path, tiny_packages_fp32, one_line_error):
     (tmp_path / "no-text.jsonl").write_text(json.dumps({"audio_filepath": "a.wav"}) + "\n")
     one_line_error(evaluate("--packages", tiny_packages_fp32, "--manifest", tmp_path / "no-text.jsonl"),
                    "not a NeMo manifest line with audio_filepath and text")
+
+
+def test_unreadable_files_get_error_records_and_the_rest_is_evaluated(tmp_path, load_subject):
+    """Coverage: a manifest naming a missing file and a file that is not audio beside a good clip: those two get
+    error records (listed, not counted in the rates), the good clip is evaluated, exit 1 (issue 29, item 6)."""
+    (tmp_path / "notes.wav").write_text("not audio")
+    good = held_out_manifest("digits")[:1]
+    manifest = write_manifest(tmp_path / "m.jsonl", [*good, (tmp_path / "absent.wav", "one"),
+                                                     (tmp_path / "notes.wav", "two")])
+    result = evaluate("--packages", load_subject("digits").packages("fp32"), "--manifest", manifest, "--backend",
+                      "mil", "--report", tmp_path / "r.json")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [f["audio_filepath"] for f in report["files"]] == [str(good[0][0])]
+    assert report["summary"]["unreadable_files"] == 2
+    assert [e["audio_filepath"] for e in report["errors"]] == [str(tmp_path / "absent.wav"), str(tmp_path / "notes.wav")]
+    assert "audio file not found" in report["errors"][0]["error"] and "cannot read audio" in report["errors"][1]["error"]
+    assert result.output.count("not evaluated:") == 2
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ('{"audio_filepath": "a.wav", "text": "caf\xe9"}\n'.encode("latin-1"), "is not UTF-8 text (byte 40)"),
+    (bytes(range(256)), "is not UTF-8 text (byte 128)"),
+])
+def test_a_manifest_that_is_not_utf8_is_one_line(tmp_path, tiny_packages_fp32, content, fragment, one_line_error):
+    """Coverage: a manifest in Latin-1, or binary bytes: one line naming the first bad byte (issue 29, item 6)."""
+    (tmp_path / "m.jsonl").write_bytes(content)
+    one_line_error(evaluate("--packages", tiny_packages_fp32, "--manifest", tmp_path / "m.jsonl"), fragment)
+
+
+def test_output_files_are_checked_before_the_work(tmp_path, tiny_packages_fp32, one_line_error):
+    """Coverage: evaluate --report and search-mixed --output into a missing folder, or naming a directory, are
+    refused in one line before any model is loaded or clip decoded (issue 29, item 6)."""
+    manifest = write_manifest(tmp_path / "m.jsonl", held_out_manifest("digits")[:1])
+    one_line_error(evaluate("--packages", tiny_packages_fp32, "--manifest", manifest, "--report",
+                            tmp_path / "absent" / "r.json"), f"folder {tmp_path / 'absent'} does not exist")
+    one_line_error(evaluate("--packages", tiny_packages_fp32, "--manifest", manifest, "--report", tmp_path),
+                   "is a directory: name a file")
+    one_line_error(runner.invoke(app, ["search-mixed", "--model", "tiny", "--output", str(tmp_path / "absent" / "p.json")]),
+                   f"folder {tmp_path / 'absent'} does not exist")

@@ -126,9 +126,14 @@ def test_all_good_files_exit_zero(tiny_packages_fp32, tmp_path):
 @pytest.mark.parametrize("options, message", [
     (["--chunk-seconds", "12", "--left-context-seconds", "4"], "exceeds the package window"),
     (["--chunk-seconds", "0"], "at least one encoder frame"),
+    (["--chunk-seconds", "nan"], "--chunk-seconds nan: give a finite number"),
+    (["--chunk-seconds", "inf"], "--chunk-seconds inf: give a finite number"),
+    (["--left-context-seconds", "nan"], "--left-context-seconds nan: give a finite number"),
+    (["--right-context-seconds", "-1"], "--right-context-seconds -1: give a finite number of seconds, not negative"),
 ])
 def test_chunking_that_does_not_fit_is_one_line(tiny_packages_fp32, options, message):
-    """Coverage: chunk + contexts larger than the window (or an empty chunk) fail with one line, exit 2."""
+    """Coverage: chunk + contexts larger than the window, an empty chunk, lengths that are not finite or are
+    negative (issue 29 item 6) fail with one line, exit 2."""
     result = transcribe(tiny_packages_fp32, CLIP, *options)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
