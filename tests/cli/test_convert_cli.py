@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -253,6 +254,21 @@ def test_a_real_full_filesystem_is_one_line(tmp_path):
     errors = [line for line in said.splitlines() if line.startswith("error:")]
     assert "Traceback" not in said and len(errors) == 1, said
     assert errors[0].startswith("error: writing the export failed: coremltools could not write"), said
+
+
+OUR_CONVERT_LINES = re.compile(r"^(loaded |exporting |  parakeet_\w+\.mlpackage |\s*exported to |[┏┃┡│└])")
+
+
+def test_a_plain_convert_prints_only_its_own_lines(tmp_path):
+    """Coverage: the installed command's whole output (stdout and stderr) is the project's own lines: no NeMo
+    OneLogger or telemetry banner, no warnings from torch, coremltools or NeMo (issue 29 item 5, issue 32 item
+    5)."""
+    result = subprocess.run([sys.executable, "-m", "exporters.cli", "convert", "--model", "tiny", "--components",
+                             "joint", "--output-dir", str(tmp_path / "o")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert [line for line in lines if not OUR_CONVERT_LINES.match(line)] == []
+    assert any(line.startswith("loaded tiny") for line in lines)
 
 
 def test_console_script_reports_error_and_exit_code(tmp_path):
