@@ -33,7 +33,7 @@ AUTO_COMPUTE_UNITS = "auto"
 BEYOND_NEURAL_ENGINE_UNITS = "CPU_AND_GPU"
 DEFAULT_COMPUTE_UNITS = "ALL"
 TOKENIZER_FILE = "tokenizer.model"
-# coremltools.utils.save_multifunction makes iOS18 packages (the first with several functions).
+# Multifunction packages are iOS18 packages (the first with several functions).
 MULTIFUNCTION_TARGET = "iOS18"
 
 
@@ -157,22 +157,19 @@ def converted(model, contract: Contract, name: str, settings: ExportSettings, ta
 
 def save_windows(model, contract: Contract, name: str, settings: ExportSettings, target: str,
                  path: Path) -> dict[str, int]:
-    """A multifunction package with one function per window of the contract, the largest the default;
-    coremltools stores the weights the functions share once. Returns each window's bytes as a package
-    of its own."""
-    from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
+    """A multifunction package with one function per window of the contract, the largest the default; the
+    weights the functions share are stored once (exporters/multifunction.py, one weight in memory at a time).
+    Returns each window's bytes as a package of its own."""
+    from exporters.multifunction import merge_functions
 
     scratch = Path(tempfile.mkdtemp(prefix=f"{name}-windows-"))  # inside the staging folder
-    descriptor = MultiFunctionDescriptor()
-    function_bytes = {}
+    singles = {}
     for window in contract.window_contracts():
-        single = scratch / f"{window.function_name}.mlpackage"
-        converted(model, window, name, settings, target).save(str(single))
+        singles[window.function_name] = scratch / f"{window.function_name}.mlpackage"
+        converted(model, window, name, settings, target).save(str(singles[window.function_name]))
         gc.collect()
-        function_bytes[window.function_name] = directory_size(single)
-        descriptor.add_function(str(single), "main", window.function_name)
-    descriptor.default_function_name = contract.function_name
-    save_multifunction(descriptor, str(path))
+    merge_functions(singles, contract.function_name, path)
+    function_bytes = {function: directory_size(single) for function, single in singles.items()}
     restore_model_metadata(path, name, settings)
     shutil.rmtree(scratch, ignore_errors=True)
     return function_bytes

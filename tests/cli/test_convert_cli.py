@@ -91,7 +91,7 @@ def test_nemo_archive_missing_a_member(tmp_path, member, one_line_error):
     ("--compress", "mixed", "--compress mixed needs a plan"),
     ("--mixed-plan", "/nonexistent/plan.json", "cannot read mixed plan"),
     ("--windows", "2.5,abc", "windows '2.5,abc': give comma-separated lengths"),
-    ("--windows", "0,15", "give positive lengths"),
+    ("--windows", "0,15", "give positive, finite lengths"),
 ])
 def test_unknown_settings(tmp_path, option, value, fragment, one_line_error):
     """Coverage: unknown component, precision, compute units, layout or compression, K < 1, components that
