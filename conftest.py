@@ -31,6 +31,8 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 from exporters.export import PRECISIONS  # noqa: E402
 
+pytest_plugins = ("tests.memory_report",)  # peak resident memory per test file and process, and its budget
+
 MARKERS = {
     "full": "exports or runs the full-width (627 M parameter) random model: minutes and ~4 GB per precision",
     "macos": "needs Core ML's runtime, which exists only on macOS",
@@ -44,7 +46,8 @@ EXPORTER_SOURCES = sorted([*EXPORTERS.joinpath("components").rglob("*.py"),
                            *(EXPORTERS / name for name in ("checkpoints.py", "compression.py", "contract.py",
                                                            "example_inputs.py",
                                                            "export.py", "inspect_model.py", "layouts.py",
-                                                           "memory.py", "metadata.py", "tensors.py"))])
+                                                           "memory.py", "metadata.py", "multifunction.py",
+                                                           "tensors.py"))])
 TEST_AUTHOR = "parakeet-coreml tests"
 FOREIGN_BUILDER = Path(__file__).parent / "tests" / "foreign_exports.py"
 FOREIGN_READY = ".built"  # a foreign export has no metadata.json: this file marks it complete
@@ -354,7 +357,9 @@ def remove_stale_exports(exports: Path, prefix: str) -> None:
 
 def cached_windowed_export(model_under_test: Subject, precision: str, windows: tuple[float, ...],
                            components: tuple[str, ...] | None) -> Path:
-    """A multi-window export, made in-process once per (model, precision, windows, components, code, tools)."""
+    """A multi-window export, made once per (model, precision, windows, components, code, tools): by `convert`
+    in a child for models in EXPORTED_BY_CLI (the full-width one's memory is then the export's own), else
+    in-process."""
     from exporters.checkpoints import cache_dir
     from exporters.export import ExportSettings, export_packages
 
@@ -362,9 +367,14 @@ def cached_windowed_export(model_under_test: Subject, precision: str, windows: t
     exports = cache_dir() / "exports"
     label = "" if windows == TEST_WINDOWS else "-".join(f"{seconds:g}" for seconds in windows) + "s-"
     prefix = f"{name}-{precision}-windows-{label}" + ("" if components is None else "some-")
-    key = export_cache_key(model_under_test.weights_sha, precision, f"windows:{windows}:{components}", False)
+    by_cli = name in EXPORTED_BY_CLI
+    key = export_cache_key(model_under_test.weights_sha, precision, f"windows:{windows}:{components}", by_cli)
 
     def export(target: Path) -> None:
+        if by_cli:
+            export_with_cli(name, precision, target, "--windows", ",".join(f"{seconds:g}" for seconds in windows),
+                            *(("--components", ",".join(components)) if components else ()))
+            return
         export_packages(model_under_test.intact_model(), model_under_test.window_contract(windows), name,
                         model_under_test.weights_sha, target,
                         ExportSettings(precision=precision, components=components, author=TEST_AUTHOR))
@@ -428,6 +438,12 @@ def export_with_cli(source: str, precision: str, target: Path, *options: str) ->
 def convert_in_child():
     """export_with_cli(source, precision, target): `convert` in a fresh process, for tests of any folder."""
     return export_with_cli
+
+
+@pytest.fixture(scope="session")
+def full_windowed_packages() -> Path:
+    """The full-width 2.5 / 5 / 10 / 15 s export (fp32) of the packages a decode-step transcription needs."""
+    return subject("full-random").windowed("fp32", TEST_WINDOWS, ("preprocessor", "encoder", "decoder", "decode_step"))
 
 
 @pytest.fixture(scope="session")

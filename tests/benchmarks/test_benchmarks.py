@@ -20,7 +20,6 @@ from exporters.reference import nemo_runtime, nemo_transcribe
 from exporters.runtime import COREML_COMPUTE_UNITS, BackendUnavailable, CountingRuntime, coreml_available, load
 
 pytestmark = pytest.mark.benchmark
-FULL_WIDTH_WINDOWS = (2.5, 5.0, 10.0, 15.0)
 ALTERNATING_ROUNDS = 7
 
 
@@ -156,7 +155,8 @@ def test_short_clip_by_window(benchmark, record_run, host, load_subject, backend
 @pytest.mark.full
 @pytest.mark.parametrize("part", ["transcribe", "front end + encoder"])
 @pytest.mark.parametrize("export", ["windowed", "15 s only"])
-def test_short_clip_by_window_full_width(benchmark, record_run, host, load_subject, backend, export, part):
+def test_short_clip_by_window_full_width(benchmark, record_run, host, load_subject, full_windowed_packages, backend,
+                                        export, part):
     """Coverage: as test_short_clip_by_window on the full-width random model (where the encoder's compute, not
     the executor's per-op cost, dominates): a 2 s speech clip transcribed (decode-step path, fp32), or only
     its preprocessor + encoder calls, with a 2.5 / 5 / 10 / 15 s export of the packages it needs, in its
@@ -166,7 +166,7 @@ def test_short_clip_by_window_full_width(benchmark, record_run, host, load_subje
     subject = load_subject("full-random")
     rate = subject.contract.model.sample_rate
     clip = full_width_short_clip(subject)
-    windowed = full_width_windowed(subject)
+    windowed = full_windowed_packages
     packages = windowed if export == "windowed" else subject.packages("fp32")
     if part == "transcribe":
         window_seconds = transcribe_timed(benchmark, packages, backend, clip, rounds=3).window_seconds
@@ -183,7 +183,8 @@ def test_short_clip_by_window_full_width(benchmark, record_run, host, load_subje
 
 
 @pytest.mark.full
-def test_short_clip_exports_alternating_full_width(benchmark, record_run, host, load_subject, backend):
+def test_short_clip_exports_alternating_full_width(benchmark, record_run, host, load_subject, full_windowed_packages,
+                                                  backend):
     """Coverage: the whole-transcription ratio of test_short_clip_by_window_full_width measured in one process,
     the 2.5 / 5 / 10 / 15 s export and the 15 s one alternating round by round, so that a slow minute of a shared
     host lands on both: extra_info holds each export's round times and the median of the per-round ratios (15 s
@@ -192,7 +193,7 @@ def test_short_clip_exports_alternating_full_width(benchmark, record_run, host, 
 
     subject = load_subject("full-random")
     clip = full_width_short_clip(subject)
-    transcribers = {"windowed": open_or_skip_transcriber(full_width_windowed(subject), backend),
+    transcribers = {"windowed": open_or_skip_transcriber(full_windowed_packages, backend),
                     "15 s only": open_or_skip_transcriber(subject.packages("fp32"), backend)}
     seconds = {name: [] for name in transcribers}
 
@@ -214,11 +215,6 @@ def full_width_short_clip(subject) -> np.ndarray:
 
     rate = subject.contract.model.sample_rate
     return load_audio(FIXTURE_AUDIO_DIR / "short_4s.wav", rate)[:2 * rate]
-
-
-def full_width_windowed(subject):
-    """The 2.5 / 5 / 10 / 15 s export of the packages a decode-step transcription needs."""
-    return subject.windowed("fp32", FULL_WIDTH_WINDOWS, ("preprocessor", "encoder", "decoder", "decode_step"))
 
 
 def open_or_skip_transcriber(packages, backend: str):

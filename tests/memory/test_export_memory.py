@@ -129,3 +129,13 @@ def test_full_width_export_fits_memory_budget(full_packages, precision):
     provenance = read_metadata(full_packages)["provenance"]
     assert provenance["author"] == "parakeet-coreml tests"  # made by the CLI child (conftest.export_with_cli)
     assert 0 < provenance["process_peak_rss_mb"] <= FULL_WIDTH_EXPORT_BUDGET_MIB
+
+
+@pytest.mark.full
+def test_full_width_multi_window_export_fits_memory_budget(full_windowed_packages):
+    """Coverage: `convert --model full-random --windows 2.5,5,10,15` (the encoder a multifunction package of four
+    windows) peaks within the same 4 GiB as one window, in its own process: the functions are merged one
+    weight at a time (coremltools' save_multifunction held all four windows' weights: 12.5 GiB)."""
+    provenance = read_metadata(full_windowed_packages)["provenance"]
+    assert provenance["author"] == "parakeet-coreml tests"  # made by the CLI child (conftest.export_with_cli)
+    assert 0 < provenance["process_peak_rss_mb"] <= FULL_WIDTH_EXPORT_BUDGET_MIB
