@@ -60,6 +60,17 @@ UNARY = {
     "leaky_relu": (lambda x: F.leaky_relu(x, negative_slope=0.2), (-3, 3), {"alpha": 0.2}),
     "threshold": (lambda x: torch.clamp(x, min=0.5), (-3, 3), {"alpha": 0.5}),
     "clip": (lambda x: torch.clamp(x, -1.0, 2.0), (-3, 3), {"alpha": -1.0, "beta": 2.0}),
+    "acos": (torch.acos, (-0.99, 0.99), {}),
+    "asin": (torch.asin, (-0.99, 0.99), {}),
+    "atan": (torch.atan, (-3, 3), {}),
+    "atanh": (torch.atanh, (-0.99, 0.99), {}),
+    "cosh": (torch.cosh, (-3, 3), {}),
+    "sinh": (torch.sinh, (-3, 3), {}),
+    "thresholded_relu": (lambda x: F.threshold(x, 0.5, 0.0), (-3, 3), {"alpha": 0.5}),
+    "clamped_relu": (lambda x: F.leaky_relu(x, 0.2).clamp(max=1.5), (-9, 3), {"alpha": 0.2, "beta": 1.5}),
+    "linear_activation": (lambda x: torch.add(x * 0.5, 1.25), (-3, 3), {"alpha": 0.5, "beta": 1.25}),
+    "scaled_tanh": (lambda x: 1.5 * torch.tanh(0.7 * x), (-3, 3), {"alpha": 1.5, "beta": 0.7}),
+    "sigmoid_hard": (F.hardsigmoid, (-5, 5), {"alpha": 1 / 6, "beta": 0.5}),
     # MIL's epsilon-guarded ops: the guard is part of their definition.
     "inverse": (lambda x: 1.0 / (x + 1e-4), (0.1, 3), {"epsilon": 1e-4}),
     "log": (lambda x: torch.log(x + 1e-3), (0.01, 9), {"epsilon": 1e-3}),
@@ -229,10 +240,10 @@ def test_instance_norm_matches_torch():
 
 def test_every_kernel_has_a_direct_test():
     """Coverage: each registered kernel is named in this file's tables or in test_kernels.py /
-    test_converted_modules.py (kernels run from a saved MIL program)."""
+    test_layer_kernels.py / test_converted_modules.py (kernels run from a saved MIL program)."""
     here = Path(__file__).parent
     sources = "".join((here / name).read_text() for name in
-                      ("test_kernel_table.py", "test_kernels.py", "test_converted_modules.py",
+                      ("test_kernel_table.py", "test_kernels.py", "test_layer_kernels.py", "test_converted_modules.py",
                        "test_compressed_weights.py"))
     named = set(re.findall(r'"([a-z0-9_]+)"', sources))
     assert sorted(set(KERNELS) - named) == []

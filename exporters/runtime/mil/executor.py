@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field, replace
 from functools import cache
+from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ from threadpoolctl import ThreadpoolController
 from exporters.runtime import with_defaults
 from exporters.tensors import TensorSpec
 
-from .ops import KERNELS
+from .ops import KERNELS, SAME_SHAPE_OPS
 from .program import (
     CONSTEXPR_PREFIX,
     UnsupportedOpError,
@@ -25,6 +26,7 @@ from .program import (
     ValueDecoder,
     load_package,
     op_name,
+    tensor_dims,
     tensor_type,
 )
 
@@ -114,7 +116,7 @@ class MilExecutor:
         self.package_path = Path(package_path)
         package = load_package(self.package_path, function)
         declared = {value.name: tensor_type(value.type) for value in package.main.inputs}  # (dtype, shape)
-        _check_program(package.main_block, {name: shape for name, (_, shape) in declared.items()})
+        _check_program(package.main_block, _default_input_dims(package))
         self.inputs: list[TensorSpec] = package.inputs
         self.outputs: list[TensorSpec] = package.outputs
         self._input_rules = package.input_rules
@@ -141,7 +143,7 @@ class MilExecutor:
         with np.errstate(all="ignore"), _numpy_blas().limit(limits=1):
             results = _run_block(self._block, env, trace)
         by_name = dict(zip(self._block_output_names, results))
-        return {spec.name: np.asarray(by_name[spec.name]).astype(spec.numpy_dtype) for spec in self.outputs}
+        return {spec.name: _output_array(by_name[spec.name], spec) for spec in self.outputs}
 
     def _bind_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         expected = [spec.name for spec in self.inputs]
@@ -158,6 +160,13 @@ class MilExecutor:
         return env
 
 
+def _output_array(value: Any, spec: TensorSpec) -> np.ndarray:
+    """A model output as Core ML returns it: in the model description's dtype, a rank-0 result as shape [1]
+    (Core ML has no scalar outputs; coremltools' compare_shapes allows exactly that difference)."""
+    array = np.asarray(value).astype(spec.numpy_dtype)
+    return array.reshape(1) if array.ndim == 0 else array
+
+
 @cache
 def _numpy_blas() -> ThreadpoolController:
     """The BLAS libraries loaded outside torch (numpy's, scipy's). The heavy kernels run on torch's threads;
@@ -170,18 +179,51 @@ def _numpy_blas() -> ThreadpoolController:
     return controller.select(filepath=numpy_side)
 
 
-def _check_program(block: MIL_pb2.Block, shapes: dict[str, tuple[int, ...] | None]) -> None:
+def _check_program(block: MIL_pb2.Block, dims: dict[str, tuple[int | None, ...] | None]) -> None:
     """Raise for the first op (at any depth, in program order) that no kernel can run or that breaks its op's
-    rules; `shapes` holds the declared shapes of the names visible here."""
+    rules; `dims` holds the dims of the names visible here: declared, and the inputs' default sizes where they
+    are not, carried through elementwise ops."""
     for op in block.operations:
-        shapes.update((value.name, tensor_type(value.type)[1]) for value in op.outputs)
+        dims.update((value.name, tensor_dims(value.type)) for value in op.outputs)
+        if op.type in SAME_SHAPE_OPS and op.outputs:
+            dims[op.outputs[0].name] = _known(dims[op.outputs[0].name], _input_dims(op, "x", dims))
         if op.type != "const":
             _check_op(op)
-        if op.type == "lstm":
-            _check_lstm_batch(op, shapes)
+        if op.type == "stack":
+            _check_stack_shapes(op, dims)
         for nested in op.blocks:
-            inner = {value.name: tensor_type(value.type)[1] for value in nested.inputs}
-            _check_program(nested, {**shapes, **inner})
+            inner = {value.name: tensor_dims(value.type) for value in nested.inputs}
+            _check_program(nested, {**dims, **inner})
+
+
+def _input_dims(op: MIL_pb2.Operation, param: str, dims: dict) -> tuple[int | None, ...] | None:
+    """The dims of the op's input `param` (a named value or an immediate), None if unknown."""
+    argument = op.inputs.get(param)
+    if argument is None or len(argument.arguments) != 1:
+        return None
+    return _binding_dims(argument.arguments[0], dims)
+
+
+def _binding_dims(binding: MIL_pb2.Argument.Binding, dims: dict) -> tuple[int | None, ...] | None:
+    return dims.get(binding.name) if binding.WhichOneof("binding") == "name" else tensor_dims(binding.value.type)
+
+
+def _known(declared: tuple[int | None, ...] | None, other: tuple[int | None, ...] | None):
+    """The declared dims with each unknown one taken from `other` (the same shape, known elsewhere)."""
+    if declared is None or other is None or len(declared) != len(other):
+        return declared
+    return tuple(other[i] if size is None else size for i, size in enumerate(declared))
+
+
+def _default_input_dims(package) -> dict[str, tuple[int | None, ...] | None]:
+    """The function inputs' dims as Core ML checks a program when it loads it: a flexible dim (range or
+    enumerated shapes) at the model description's default size."""
+    defaults = {spec.name: spec.shape for spec in package.inputs}
+    dims = {}
+    for value in package.main.inputs:
+        default = defaults.get(value.name)
+        dims[value.name] = _known(tensor_dims(value.type), None if default is None else tuple(default))
+    return dims
 
 
 def _check_op(op: MIL_pb2.Operation) -> None:
@@ -201,18 +243,21 @@ def _check_op(op: MIL_pb2.Operation) -> None:
         raise InvalidProgramError(f"op {op_name(op)!r} ({op.type}) lacks its required input {missing[0]!r}")
 
 
-def _check_lstm_batch(op: MIL_pb2.Operation, shapes: dict[str, tuple[int, ...] | None]) -> None:
-    """The lstm's states have its input's batch (x [T, B, I], initial_h and initial_c [B, D·H]), as the MIL
-    lstm op requires. coremltools converts a packed-sequence LSTM whose longest length is not the batch size
-    into a program that breaks this."""
-    declared = {param: shapes.get(argument.arguments[0].name) for param, argument in op.inputs.items()
-                if argument.arguments and argument.arguments[0].WhichOneof("binding") == "name"}
-    x = declared.get("x")
-    for state in ("initial_h", "initial_c"):
-        shape = declared.get(state)
-        if x and shape and len(x) == 3 and shape[0] != x[1]:
-            raise InvalidProgramError(f"op {op_name(op)!r} (lstm): {state} {list(shape)} has batch {shape[0]}, "
-                                      f"but its input x {list(x)} has batch {x[1]}")
+def _check_stack_shapes(op: MIL_pb2.Operation, dims: dict[str, tuple[int | None, ...] | None]) -> None:
+    """MIL's stack takes values of one shape. Core ML checks that when it loads the program, with each input at
+    its default shape, whatever shapes predictions bring later: coremltools' test_stack_dynamic_range_dim expects
+    a RuntimeError when a RangeDim input's default size differs from the other values'. Dims still unknown here
+    (a flexible input's size through other than elementwise ops) are not compared."""
+    shapes = [_binding_dims(binding, dims) for binding in op.inputs["values"].arguments]
+    for first, second in combinations([shape for shape in shapes if shape is not None], 2):
+        if len(first) != len(second) or any(a is not None and b is not None and a != b for a, b in zip(first, second)):
+            raise InvalidProgramError(f"op {op_name(op)!r} (stack): its values have shapes {_shown(first)} and "
+                                      f"{_shown(second)} (inputs at their default shapes); stack takes values of "
+                                      "one shape")
+
+
+def _shown(dims: tuple[int | None, ...]) -> str:
+    return "[" + ", ".join("?" if size is None else str(size) for size in dims) + "]"
 
 
 def _check_interface(package) -> None:

@@ -214,6 +214,14 @@ def tensor_type(value_type: MIL_pb2.ValueType) -> tuple[np.dtype | None, tuple[i
     return MIL_DTYPES.get(tensor.dataType), shape
 
 
+def tensor_dims(value_type: MIL_pb2.ValueType) -> tuple[int | None, ...] | None:
+    """The dims of a MIL tensor type, None for each unknown one; None for non-tensors."""
+    if value_type.WhichOneof("type") != "tensorType":
+        return None
+    return tuple(int(d.constant.size) if d.WhichOneof("dimension") == "constant" else None
+                 for d in value_type.tensorType.dimensions)
+
+
 def attribute_inputs(op: MIL_pb2.Operation) -> dict:
     """Inputs serialised as attributes: iOS16 constexpr ops keep their constant inputs there."""
     if not op.type.startswith(CONSTEXPR_PREFIX):

@@ -5,7 +5,11 @@ optional inputs take the MIL default) and returns a tuple with one value per op 
 Float kernels compute in the dtype they receive; the executor feeds fp32 and rounds results.
 """
 
-from . import compression, convolution, elementwise, gather, linalg, normalization, recurrent, reductions, shape  # noqa: F401
+from . import (  # noqa: F401
+    compression, convolution, distributions, elementwise, gather, linalg, normalization, pooling, recurrent,
+    reductions, resampling, shape,
+)
+from .elementwise import SAME_SHAPE_OPS
 from .registry import CAST_DTYPES, KERNELS, kernel
 
-__all__ = ["CAST_DTYPES", "KERNELS", "kernel"]
+__all__ = ["CAST_DTYPES", "KERNELS", "SAME_SHAPE_OPS", "kernel"]

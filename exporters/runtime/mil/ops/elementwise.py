@@ -43,8 +43,13 @@ _BINARY = {
 
 _UNARY = {
     "abs": np.abs,
+    "acos": np.arccos,
+    "asin": np.arcsin,
+    "atan": np.arctan,
+    "atanh": np.arctanh,
     "ceil": np.ceil,
     "cos": np.cos,
+    "cosh": np.cosh,
     "erf": _erf,
     "exp": np.exp,
     "exp2": np.exp2,
@@ -58,6 +63,7 @@ _UNARY = {
     "sign": np.sign,
     "silu": lambda x: x * _sigmoid(x),
     "sin": np.sin,
+    "sinh": np.sinh,
     "softplus": lambda x: np.logaddexp(x, 0),
     "softsign": lambda x: x / (1 + np.abs(x)),
     "sqrt": np.sqrt,
@@ -80,6 +86,12 @@ def _unary_kernel(function):
 
     return run
 
+
+# Ops whose output has the shape of their input x: elementwise on one tensor.
+SAME_SHAPE_OPS = frozenset(_UNARY) | {
+    "cast", "clamped_relu", "clip", "elu", "gelu", "inverse", "leaky_relu", "linear_activation", "log", "prelu",
+    "rsqrt", "scaled_tanh", "sigmoid_hard", "softmax", "softplus_parametric", "threshold", "thresholded_relu",
+}
 
 KERNELS.update({name: _binary_kernel(fn) for name, fn in _BINARY.items()})
 KERNELS.update({name: _unary_kernel(fn) for name, fn in _UNARY.items()})
@@ -125,6 +137,53 @@ def leaky_relu(x, alpha):
 def elu(x, alpha):
     """x if x > 0 else alpha * (exp(x) - 1)."""
     return (np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),)
+
+
+@kernel("thresholded_relu")
+def thresholded_relu(x, alpha=1.0):
+    """x where x >= alpha, else 0."""
+    return (np.where(x >= alpha, x, np.zeros_like(x)),)
+
+
+@kernel("clamped_relu")
+def clamped_relu(x, alpha, beta):
+    """min(beta, x) for x >= 0, min(beta, alpha * x) otherwise."""
+    return (np.minimum(np.where(x >= 0, x, alpha * x), beta),)
+
+
+@kernel("linear_activation")
+def linear_activation(x, alpha, beta=0.0):
+    """alpha * x + beta."""
+    return (alpha * x + beta,)
+
+
+@kernel("scaled_tanh")
+def scaled_tanh(x, alpha=1.0, beta=1.0):
+    """alpha * tanh(beta * x)."""
+    return (alpha * np.tanh(beta * x),)
+
+
+@kernel("sigmoid_hard")
+def sigmoid_hard(x, alpha=0.2, beta=0.5):
+    """min(max(alpha * x + beta, 0), 1)."""
+    return (np.clip(alpha * x + beta, 0, 1),)
+
+
+def _per_channel(values, x) -> np.ndarray:
+    """Per-channel values [C] shaped to broadcast along axis 1 of x."""
+    return np.reshape(values, (1, -1) + (1,) * (np.ndim(x) - 2))
+
+
+@kernel("prelu")
+def prelu(x, alpha):
+    """x where x > 0, else alpha[c] * x, channel c on axis 1."""
+    return (np.where(x > 0, x, _per_channel(alpha, x) * x),)
+
+
+@kernel("softplus_parametric")
+def softplus_parametric(x, alpha, beta):
+    """alpha[c] * log(1 + exp(beta[c] * x)), channel c on axis 1."""
+    return (_per_channel(alpha, x) * np.logaddexp(_per_channel(beta, x) * x, 0),)
 
 
 @kernel("gelu")

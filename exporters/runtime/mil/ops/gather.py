@@ -1,4 +1,4 @@
-"""Indexing and ordering: gather, gather_nd, gather_along_axis, argsort, topk, cumsum."""
+"""Indexing and ordering: gather, gather_nd, gather_along_axis, one_hot, the scatter ops, argsort, topk, cumsum."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def gather_nd(x, indices, batch_dims=0, validate_indices=False):
     batch = tuple(np.arange(size).reshape((-1,) + (1,) * (indices.ndim - 2 - axis))
                   for axis, size in enumerate(x.shape[:batch_dims]))
     return (x[batch + coordinates],)
+
+
+@kernel("one_hot")
+def one_hot(indices, one_hot_vector_size, axis=-1, on_value=1, off_value=0):
+    """A new axis of one_hot_vector_size at `axis`: on_value where it equals the index, off_value elsewhere
+    (an index outside [0, size) gives no on_value); the output has on_value's dtype."""
+    indices = np.asarray(indices, dtype=np.int64)
+    axis = int(axis) % (indices.ndim + 1)
+    positions = np.arange(int(one_hot_vector_size)).reshape((-1,) + (1,) * (indices.ndim - axis))
+    hit = np.expand_dims(indices, axis) == positions
+    return (np.where(hit, on_value, off_value).astype(np.asarray(on_value).dtype),)
 
 
 @kernel("gather_along_axis")
@@ -85,3 +96,48 @@ def cumsum(x, axis=0, exclusive=False, reverse=False):
     if exclusive:
         total = total - data
     return (np.flip(total, axis) if reverse else total,)
+
+
+_SCATTER_MODES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum,
+                  "min": np.minimum}
+
+
+def _scattered(data, where: tuple, updates, mode: str) -> np.ndarray:
+    """A copy of data with updates written at the index arrays `where` (update: the last write to a position
+    wins) or combined into it by `mode` (repeated positions combine each update in turn)."""
+    out = np.array(data, copy=True)
+    if mode == "update":
+        out[where] = updates
+    elif mode in _SCATTER_MODES:
+        _SCATTER_MODES[mode].at(out, where, np.asarray(updates, dtype=out.dtype))
+    else:
+        raise NotImplementedError(f"scatter mode {mode!r} is not supported")
+    return out
+
+
+@kernel("scatter")
+def scatter(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    """data with its slices at indices [C] along axis set to (or combined with) updates' C slices."""
+    axis = int(axis) % np.ndim(data)
+    moved = np.moveaxis(np.asarray(data), axis, 0)
+    rows = np.asarray(indices, dtype=np.int64) % moved.shape[0]
+    out = _scattered(moved, (rows,), np.moveaxis(np.asarray(updates), axis, 0), mode)
+    return (np.moveaxis(out, 0, axis),)
+
+
+@kernel("scatter_along_axis")
+def scatter_along_axis(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    """data with updates written along axis at indices (both updates' shape), as torch's scatter."""
+    axis = int(axis) % np.ndim(data)
+    where = list(np.indices(np.shape(indices), sparse=True))
+    where[axis] = np.asarray(indices, dtype=np.int64) % np.shape(data)[axis]
+    return (_scattered(data, tuple(where), updates, mode),)
+
+
+@kernel("scatter_nd")
+def scatter_nd(data, indices, updates, mode="add", validate_indices=False):
+    """data with updates written at the coordinates in indices' last axis (the first K axes of data)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    depth = indices.shape[-1]
+    where = tuple(np.moveaxis(indices % np.array(np.shape(data)[:depth]), -1, 0))
+    return (_scattered(data, where, updates, mode),)

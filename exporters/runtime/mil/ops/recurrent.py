@@ -1,4 +1,4 @@
-"""Recurrent: lstm (stacked directions, MIL gate order i, f, o, z)."""
+"""Recurrent: lstm (stacked directions, MIL gate order i, f, o, z) and rnn."""
 
 from __future__ import annotations
 
@@ -52,6 +52,21 @@ def _lstm_direction(x, h, c, weight_ih, weight_hh, bias, activations, backward):
     return sequence, h, c
 
 
+def _state_of_batch(state, batch: int, name: str) -> np.ndarray:
+    """An initial state [N, D*H] for x's batch B. MIL's lstm takes states [B, D*H]; coremltools converts a
+    packed-sequence LSTM with zero states of N rows (N the longest length), and Core ML runs that program as the
+    LSTM from a zero state for every sequence (coremltools' packed-sequence test passes on macOS). So a state of
+    another batch whose rows are all equal is that row for each sequence; one whose rows differ has no known
+    meaning and is refused."""
+    state = np.asarray(state)
+    if state.shape[0] == batch:
+        return state
+    if state.shape[0] == 0 or not np.array_equal(state, np.broadcast_to(state[:1], state.shape)):
+        raise ValueError(f"{name} has batch {state.shape[0]} but x has batch {batch}, and its rows are not all "
+                         "equal (MIL's lstm takes states of x's batch)")
+    return np.broadcast_to(state[:1], (batch, *state.shape[1:]))
+
+
 @kernel("lstm")
 def lstm(
     x,
@@ -77,6 +92,9 @@ def lstm(
         raise NotImplementedError("lstm with peephole or clip is not supported")
     activations = tuple(_lstm_activation(a) for a in (recurrent_activation, cell_activation, activation))
     hidden = np.shape(weight_hh)[1]
+    batch = np.shape(x)[1]
+    initial_h = _state_of_batch(initial_h, batch, "initial_h")
+    initial_c = _state_of_batch(initial_c, batch, "initial_c")
     if direction == "bidirectional":
         forward = _lstm_direction(x, initial_h[:, :hidden], initial_c[:, :hidden], weight_ih, weight_hh, bias,
                                   activations, backward=False)
@@ -87,3 +105,22 @@ def lstm(
         sequence, h, c = _lstm_direction(x, initial_h, initial_c, weight_ih, weight_hh, bias, activations,
                                          backward=direction == "reverse")
     return (sequence if output_sequence else h[None], h, c)
+
+
+@kernel("rnn")
+def rnn(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward", output_sequence=False,
+        activation="tanh"):
+    """MIL rnn, h_t = activation(W_ih x_t + W_hh h_{t-1} + bias): returns (all or last hidden [T|1, B, H],
+    h_last [B, H])."""
+    act = _lstm_activation(activation)
+    steps, batch = np.shape(x)[:2]
+    inputs = _product_with(weight_ih)(np.reshape(x, (steps * batch, -1))).reshape(steps, batch, -1)
+    if bias is not None:
+        inputs += bias
+    recurrent = _product_with(weight_hh)
+    h = np.asarray(initial_h)
+    sequence = np.empty((steps, batch, np.shape(weight_hh)[0]), dtype=np.result_type(inputs, h))
+    for t in reversed(range(steps)) if direction == "reverse" else range(steps):
+        h = act(inputs[t] + recurrent(h))
+        sequence[t] = h
+    return (sequence if output_sequence else h[None], h)

@@ -99,7 +99,20 @@ def tile(x, reps):
 @kernel("slice_by_index")
 def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
     """Numpy-style strided slice; masks drop begin/end or index (and drop) a dim."""
-    rank = np.ndim(x)
+    return (np.asarray(x)[slice_index(np.ndim(x), begin, end, stride, begin_mask, end_mask, squeeze_mask)],)
+
+
+@kernel("slice_update")
+def slice_update(x, update, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
+    """A copy of x with the slice slice_by_index would take replaced by update."""
+    updated = np.array(x, copy=True)
+    index = slice_index(updated.ndim, begin, end, stride, begin_mask, end_mask, squeeze_mask)
+    updated[index] = np.reshape(update, updated[index].shape)
+    return (updated,)
+
+
+def slice_index(rank: int, begin, end, stride, begin_mask, end_mask, squeeze_mask) -> tuple:
+    """slice_by_index's inputs as a numpy index."""
     stride = [1] * rank if stride is None else np.ravel(stride)
     begin_mask = [False] * rank if begin_mask is None else np.ravel(begin_mask)
     end_mask = [False] * rank if end_mask is None else np.ravel(end_mask)
@@ -112,7 +125,7 @@ def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, s
         else:
             stop = None if end_mask[axis] else int(end[axis])
             index.append(slice(start, stop, int(stride[axis])))
-    return (np.asarray(x)[tuple(index)],)
+    return tuple(index)
 
 
 @kernel("slice_by_size")
@@ -161,3 +174,29 @@ def fill(shape, value=0.0):
 def fill_like(ref_tensor, value=0.0):
     """A tensor shaped like ref_tensor filled with value."""
     return (np.full(np.shape(ref_tensor), value),)
+
+
+@kernel("pixel_shuffle")
+def pixel_shuffle(x, upscale_factor):
+    """[N, C * f * f, H, W] -> [N, C, H * f, W * f], as torch's PixelShuffle."""
+    f = int(upscale_factor)
+    n, channels, height, width = np.shape(x)
+    blocks = np.reshape(x, (n, channels // (f * f), f, f, height, width))
+    return (np.transpose(blocks, (0, 1, 4, 2, 5, 3)).reshape(n, channels // (f * f), height * f, width * f),)
+
+
+@kernel("pixel_unshuffle")
+def pixel_unshuffle(x, downscale_factor):
+    """[N, C, H * f, W * f] -> [N, C * f * f, H, W], as torch's PixelUnshuffle."""
+    f = int(downscale_factor)
+    n, channels, height, width = np.shape(x)
+    blocks = np.reshape(x, (n, channels, height // f, f, width // f, f))
+    return (np.transpose(blocks, (0, 1, 3, 5, 2, 4)).reshape(n, channels * f * f, height // f, width // f),)
+
+
+@kernel("crop")
+def crop(x, crop_height, crop_width):
+    """x [*D, H, W] without crop_height's (top, bottom) rows and crop_width's (left, right) columns."""
+    (top, bottom), (left, right) = (tuple(int(c) for c in np.ravel(pair)) for pair in (crop_height, crop_width))
+    height, width = np.shape(x)[-2:]
+    return (np.asarray(x)[..., top:height - bottom, left:width - right],)
