@@ -17,8 +17,7 @@ def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
     import soundfile as sf
     import soxr
 
-    if not Path(path).is_file():
-        raise UserError(f"audio file not found: {path}")
+    check_regular_file(Path(path))
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
@@ -31,6 +30,25 @@ def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="VHQ").astype(np.float32)
     return mono
+
+
+def check_regular_file(path: Path) -> None:
+    """Audio must be a file: a directory, FIFO or device is said so (and a FIFO is never opened, so nothing
+    blocks on it); a name longer than the filesystem allows is said so too."""
+    import errno
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"audio file not found: {path}") from None
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            raise UserError(f"audio file name too long for the filesystem: {str(path)[:80]}…") from None
+        raise UserError(f"cannot read audio {path}: {error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or other file"
+        raise UserError(f"audio {path} is not a regular file ({kind})")
 
 
 def fit_window(samples: np.ndarray, window_samples: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import warnings
 from pathlib import Path
@@ -42,6 +42,24 @@ ALL_COMPONENTS = "all"
 @app.callback()
 def root() -> None:
     """Export Parakeet-TDT (NeMo) to Core ML packages and check them against NeMo."""
+
+
+def command(*names: str, **options):
+    """app.command, ending on Ctrl-C or SIGTERM (after unwinding: staging and temporary folders removed) with
+    one line that says how far the command got, and exit 130."""
+    def register(function):
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            from exporters.interrupts import interrupted_line, start_command
+
+            start_command()
+            try:
+                return function(*args, **kwargs)
+            except KeyboardInterrupt:
+                console.print(f"[bold red]error:[/] {interrupted_line()}", highlight=False, soft_wrap=True)
+                raise typer.Exit(code=130) from None
+        return app.command(*names, **options)(run)
+    return register
 
 
 def quiet_libraries() -> None:
@@ -93,7 +111,7 @@ def map_option():
                                           "overrides discovery by file name).")
 
 
-@app.command()
+@command()
 def convert(
     model: str = typer.Option(
         DEFAULT_HF_ID, help="Hugging Face id, path to a .nemo file, 'tiny', 'full-random', 'digits' or 'sentences'."),
@@ -128,7 +146,6 @@ def convert(
 
     Example: parakeet-coreml convert --model tiny --output-dir build/tiny
     """
-    signal.signal(signal.SIGTERM, interrupt)
     try:
         from exporters.compression import CompressionSettings, read_plan
 
@@ -176,17 +193,13 @@ def exclusive_output(output_dir: Path):
         os.close(handle)
 
 
-def interrupt(signum, frame) -> None:
-    """SIGTERM behaves like Ctrl-C: unwind, so staging folders are removed on the way out."""
-    raise KeyboardInterrupt
-
-
 def run_convert(model_source: str, output_dir: Path, precision: str, components: str,
                 compute_units: str, author: str | None, layout: str = "default", top_k: int = DEFAULT_TOP_K,
                 compression=None, windows: tuple[float, ...] = (WINDOW_SECONDS,), replace: bool = False) -> None:
     from exporters.checkpoints import check_source
     from exporters.contract import check_top_k, check_windows
     from exporters.layouts import layout_named
+    from exporters.window_memory import check_window_memory, source_attention
 
     kind = check_source(model_source)  # before torch and NeMo load: a bad source fails in a moment
     chosen = layout_named(layout)
@@ -197,9 +210,34 @@ def run_convert(model_source: str, output_dir: Path, precision: str, components:
     settings.validate(chosen)
     check_top_k(top_k)
     check_windows(windows, chosen)
+    check_window_memory(windows, source_attention(model_source, kind))
+    output_dir = usable_output_dir(output_dir)
     check_output_dir(output_dir)
     with exclusive_output(output_dir), write_failures_said(output_dir):
         export_into(model_source, kind, output_dir, precision, settings, chosen, top_k, windows, layout, replace)
+
+
+def usable_output_dir(output_dir: Path) -> Path:
+    """Where convert writes: a symlink's target (the link is kept), never a folder inside a Core ML package or
+    inside another export, and no name longer than the filesystem allows."""
+    import errno
+
+    from exporters.export_view import is_our_export
+
+    try:
+        chosen = output_dir.resolve() if output_dir.is_symlink() else output_dir
+        for parent in chosen.absolute().parents:
+            if parent.suffix in (".mlpackage", ".mlmodelc") or is_our_export(parent):
+                what = "a Core ML package" if parent.suffix in (".mlpackage", ".mlmodelc") else "an export"
+                raise UserError(f"{output_dir} is inside {parent} ({what}): writing there would damage it; choose "
+                                "a directory outside it")
+        chosen.exists()
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+        raise UserError(f"cannot write to output directory {output_dir}: a name in it is longer than the "
+                        "filesystem allows") from None
+    return chosen
 
 
 @contextlib.contextmanager
@@ -236,11 +274,14 @@ def export_into(model_source: str, kind: str, output_dir: Path, precision: str, 
 
     quiet_libraries()
     from exporters.checkpoints import load_model
+    from exporters.compression import check_plan
     from exporters.contract import contract_for_model
+    from exporters.export import exported_components
     from exporters.metadata import weights_sha256
 
     with console.status(f"loading {model_source}"):
         model = load_model(model_source, kind)
+    check_plan(settings.compression, list(model.state_dict()), exported_components(settings, chosen))
     contract = contract_for_model(model, windows, top_k, layout)
     existing = None if replace else existing_export(output_dir)
     if existing is not None:
@@ -287,7 +328,7 @@ def export_into(model_source: str, kind: str, output_dir: Path, precision: str, 
                       highlight=False)
 
 
-@app.command()
+@command()
 def compare(
     packages: Path = typer.Option(..., help="Directory of Core ML packages: an export of this tool (metadata.json) "
                                             "or any other converter's (then pass --model)."),
@@ -385,10 +426,17 @@ def write_whole(path: Path, text: str) -> None:
         try:
             handle.write(text)
             handle.flush()
+            os.chmod(handle.name, 0o666 & ~current_umask())  # a temporary file is private; the result is not
             os.replace(handle.name, path)
         except BaseException:
             os.unlink(handle.name)
             raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def print_compare(report) -> None:
@@ -422,7 +470,7 @@ def print_compare(report) -> None:
         out.print(f"plot: {path}", highlight=False)
 
 
-@app.command()
+@command()
 def transcribe(
     audio: list[Path] = typer.Argument(..., help="WAV/FLAC files (any rate, mono or stereo, int or float), folders "
                                                   "of them, or NeMo JSON-lines manifests."),
@@ -433,8 +481,8 @@ def transcribe(
     json_output: bool = typer.Option(False, "--json", help="One file: print tokens and words with timestamps as JSON."),
     fused: bool = typer.Option(False, help="Use the fused packages: mel_encoder and single-step joint_decision."),
     joint_mode: Optional[str] = typer.Option(None, callback=one_of("joint mode", JOINT_MODES),
-                                             help="joint, joint_decision or single_step (overrides --fused; "
-                                                  "default: the first of them the export holds)."),
+                                             help="joint, joint_decision, single_step or decode_step (overrides "
+                                                  "--fused; default: the first of them the export holds)."),
     backend: Optional[str] = typer.Option(None, callback=one_of("backend", BACKENDS),
                                           help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
     chunk_seconds: float = typer.Option(Chunking.chunk_seconds, help="Audio longer than the window: decoded chunk."),
@@ -452,7 +500,7 @@ def transcribe(
     """
     import json
 
-    from exporters.decoding.batch import MANIFEST_SUFFIXES, expand_inputs
+    from exporters.decoding.batch import MANIFEST_SUFFIXES, expand_inputs, is_folder
     from exporters.decoding.language_lock import LanguageLock, read_token_list
 
     mode = joint_mode or ("single_step" if fused else None)
@@ -463,7 +511,7 @@ def transcribe(
         transcriber = open_packages_transcriber(packages, mode, fused, backend,
                                                 Chunking(chunk_seconds, left_context_seconds, right_context_seconds),
                                                 lock, model, map_)
-        if len(audio) == 1 and not audio[0].is_dir() and audio[0].suffix.lower() not in MANIFEST_SUFFIXES:
+        if len(audio) == 1 and not is_folder(audio[0]) and audio[0].suffix.lower() not in MANIFEST_SUFFIXES:
             transcript = run_transcribe(transcriber, audio[0])
             typer.echo(json.dumps(transcript.to_dict(), indent=2) if json_output else transcript.text)
             return
@@ -505,11 +553,12 @@ def transcribe_many(transcriber, files: list[Path]) -> bool:
     from rich.progress import Progress
 
     from exporters.decoding.batch import file_record
+    from exporters.interrupts import counted
 
     failed = 0
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("transcribing", total=len(files))
-        for path in files:
+        for path in counted(files, len(files), "transcribed"):
             record = file_record(transcriber, path)
             failed += "error" in record
             typer.echo(json.dumps(record))
@@ -523,7 +572,7 @@ def transcribe_many(transcriber, files: list[Path]) -> bool:
 SEVERITY_STYLES = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}
 
 
-@app.command("search-mixed")
+@command("search-mixed")
 def search_mixed(
     model: str = typer.Option(..., help="load_model source: 'digits', 'sentences', a .nemo path, …"),
     output: Path = typer.Option(..., help="Plan file to write (JSON), for convert --compress mixed --mixed-plan."),
@@ -558,7 +607,7 @@ def search_mixed(
                   f"{plan.trials} trials, {plan.rounds} combination rounds", highlight=False)
 
 
-@app.command()
+@command()
 def evaluate(
     packages: Optional[Path] = typer.Option(None, help="Export directory to evaluate (any converter's, with "
                                                        "--model)."),
@@ -572,7 +621,7 @@ def evaluate(
     backend: Optional[str] = typer.Option(None, callback=one_of("backend", BACKENDS),
                                           help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
     joint_mode: Optional[str] = typer.Option(None, callback=one_of("joint mode", JOINT_MODES),
-                                             help="joint, joint_decision or single_step."),
+                                             help="joint, joint_decision, single_step or decode_step."),
     right_context: bool = typer.Option(False, help="Also count decisions before each clip's middle that change "
                                                    "when only the audio after it changes (packages and NeMo)."),
 ) -> None:
@@ -584,6 +633,10 @@ def evaluate(
         if packages is None and model is None:
             raise UserError("pass --packages (an export), --model (NeMo itself), or both (another converter's export)")
         check_output_file(report)
+        if model is not None:
+            from exporters.checkpoints import check_source
+
+            check_source(model)  # an unknown model is said before the manifest is looked for
         quiet_libraries()
         from exporters.evaluate import evaluate_nemo, evaluate_packages, summary_rows
         from exporters.export_view import parse_mapping
@@ -627,7 +680,7 @@ def write_or_say(path: Optional[Path], text: str) -> bool:
     return False
 
 
-@app.command()
+@command()
 def lint(
     packages: Path = typer.Option(..., help="Export directory (with metadata.json) to check."),
     target: str = typer.Option(DEFAULT_TARGET, help="Deployment target the packages must match (e.g. iOS17)."),
@@ -663,7 +716,7 @@ def print_findings(findings) -> None:
     out.print(", ".join(f"{s}: {counts[s]}" for s in SEVERITY_STYLES), highlight=False)
 
 
-@app.command("compile")
+@command("compile")
 def compile_packages(
     packages: Path = typer.Option(..., help="Export directory (with metadata.json) whose packages to compile."),
     output_dir: Optional[Path] = typer.Option(None, help="Directory for the .mlmodelc bundles (default: <packages>)."),

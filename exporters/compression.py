@@ -173,9 +173,41 @@ def parameter_key(parameter_name: str) -> str:
 def read_plan(path: Path) -> dict[str, str]:
     """A mixed plan file's {parameter key: variant} (one clear error if unreadable)."""
     try:
-        plan = json.loads(Path(path).read_text())["weights"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"cannot read mixed plan {path}: {error}") from error
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read mixed plan {path}: {error}") from None
+    if not isinstance(document, dict) or "weights" not in document:
+        raise UserError(f"mixed plan {path} has no 'weights' object (weight name -> format), as "
+                        "`parakeet-coreml search-mixed` writes")
+    plan = document["weights"]
     if not isinstance(plan, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in plan.items()):
         raise UserError(f"cannot read mixed plan {path}: 'weights' must map weight names to formats")
+    if not plan:
+        raise UserError(f"mixed plan {path} names no weights: its 'weights' object is empty")
     return plan
+
+
+def check_compressed_components(settings: CompressionSettings, exported: tuple[str, ...]) -> None:
+    """Refuse compression settings that compress none of the exported components."""
+    if settings.variant != NONE and not set(settings.components) & set(exported):
+        raise UserError(f"--compress {settings.variant} compresses nothing: none of its components "
+                        f"({', '.join(settings.components)}) is exported ({', '.join(exported)})")
+
+
+def check_plan(settings: CompressionSettings, parameter_names: list[str], exported: tuple[str, ...]) -> None:
+    """A mixed plan names parameters the model has, and compresses one in an exported, compressed component
+    (parameters are named from the model: 'encoder.…' belongs to the encoder and mel_encoder)."""
+    if not settings.plan:
+        return
+    keys = {parameter_key(name): name for name in parameter_names}
+    unknown = sorted(key for key in settings.plan if key not in keys)
+    if unknown:
+        shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        raise UserError(f"mixed plan names weights this model does not have: {shown}")
+    owners = {"encoder": ("encoder", "mel_encoder"), "decoder": ("decoder", "decode_step"),
+              "joint": ("joint", "joint_decision", "joint_decision_single_step", "decode_step")}
+    compressed = set(settings.components) & set(exported)
+    if not any(set(owners.get(keys[key].split(".")[0], ())) & compressed
+               for key, variant in settings.plan.items() if variant != NONE):
+        raise UserError(f"mixed plan compresses no weight of the compressed components exported "
+                        f"({', '.join(sorted(compressed))})")

@@ -26,6 +26,7 @@ from exporters.decoding.batch import read_manifest
 from exporters.decoding.chunking import samples_per_frame
 from exporters.decoding.language_lock import WORD_BOUNDARY
 from exporters.errors import UserError
+from exporters.interrupts import counted
 from exporters.wer import char_error_rate, word_error_rate
 
 
@@ -170,7 +171,7 @@ def nemo_decisions(model, paths: list[Path]) -> list[tuple[Decisions, float]]:
 
     results = []
     with nemo_errors_only():
-        for path in paths:
+        for path in counted(paths, len(paths), "decoded by NeMo"):
             started = time.perf_counter()
             (hypothesis,) = nemo_transcribe(model, [str(path)], batch_size=1, timestamps=True,
                                             return_hypotheses=True)
@@ -281,7 +282,8 @@ def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend:
         name, entries = manifest_entries(manifest, view.model_source)
         reference = nemo_reference(view.model, name, entries, right_context)
     files = []
-    for (path, text), samples, nemo in zip(reference.entries, reference.clips, reference.decisions):
+    for (path, text), samples, nemo in counted(zip(reference.entries, reference.clips, reference.decisions),
+                                               len(reference.entries), "decoded by the packages"):
         started = time.perf_counter()
         transcript = transcriber.transcribe(samples)
         decode = time.perf_counter() - started

@@ -17,7 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from exporters.components import COMPONENTS
-from exporters.compression import COMPRESSIBLE, CompressionSettings, compress
+from exporters.compression import COMPRESSIBLE, NONE, CompressionSettings, check_compressed_components, compress
 from exporters.contract import ComponentContract, Contract, TensorSpec
 from exporters.errors import UserError
 from exporters.layouts import DEFAULT_LAYOUT, LAYOUTS, Layout, write_vocabulary
@@ -49,13 +49,14 @@ class ExportSettings:
         self.compression.validate()
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        offered = [name for name in COMPONENTS if layout.has(name)]
+        offered = exported_components(ExportSettings(), layout)
         unknown = [name for name in self.components or offered if name not in offered]
         if unknown or self.components == ():
             raise UserError(f"unknown component {', '.join(unknown) or '(none given)'} in the {layout.name} layout; "
                             f"choose from {', '.join(offered)}")
         if stray := [name for name in self.compression.components if name not in COMPRESSIBLE]:
             raise UserError(f"cannot compress {', '.join(stray)}; choose from {', '.join(COMPRESSIBLE)}")
+        check_compressed_components(self.compression, exported_components(self, layout))
         if self.compute_units not in (AUTO_COMPUTE_UNITS, *COMPUTE_UNITS):
             raise UserError(f"unknown compute units {self.compute_units!r}; "
                             f"choose one of {', '.join((AUTO_COMPUTE_UNITS, *COMPUTE_UNITS))}")
@@ -124,6 +125,11 @@ def coreml_input(spec: TensorSpec):
     return ct.TensorType(name=spec.name, shape=spec.shape, dtype=spec.numpy_dtype, default_value=default)
 
 
+def exported_components(settings: ExportSettings, layout: Layout) -> tuple[str, ...]:
+    """The components an export with these settings writes: those asked for, else every one of the layout."""
+    return settings.components or tuple(name for name in COMPONENTS if layout.has(name))
+
+
 def export_component(model, contract: Contract, name: str, settings: ExportSettings,
                      directory: Path) -> ExportResult:
     """Trace, convert and save one component into directory: one function per window for a windowed
@@ -138,10 +144,19 @@ def export_component(model, contract: Contract, name: str, settings: ExportSetti
     else:
         target = settings.compression.minimum_target(name)
         converted(model, contract, name, settings, target).save(str(path))
-    compressed = settings.compression.applies_to(name)
     return ExportResult(name, component.package_name, settings.precision, time.perf_counter() - started,
                         directory_size(path), settings.recommended_compute_units(component), target,
-                        settings.compression.variant if compressed else None, function_bytes)
+                        stored_compression(path, settings.compression.variant)
+                        if settings.compression.applies_to(name) else None, function_bytes)
+
+
+def stored_compression(path: Path, variant: str) -> str | None:
+    """The variant, if the saved package holds compressed weights (read from its program, so metadata.json never
+    claims compression that a plan or a too-small weight left out), else None."""
+    from exporters.export_view import program_facts
+    from exporters.runtime.mil.program import load_package
+
+    return variant if program_facts(load_package(path)).compression else None
 
 
 def converted(model, contract: Contract, name: str, settings: ExportSettings, target: str):
@@ -217,6 +232,9 @@ def export_packages(model, contract: Contract, source: str, model_checksum: str,
                 results.append(export_component(model, contract, name, settings, staging))
                 gc.collect()  # a full-width component's traced graph and MIL program hold gigabytes
                 on_progress(name, results[-1])
+            if settings.compression.variant != NONE and not any(r.compression for r in results):
+                raise UserError(f"--compress {settings.compression.variant} compressed no weight of the exported "
+                                "packages; nothing was published")
         (staging / TOKENIZER_FILE).write_bytes(model.tokenizer.tokenizer.serialized_model_proto())
         if contract.layout.vocabulary_file:
             write_vocabulary(model.tokenizer.tokenizer, staging / contract.layout.vocabulary_file)

@@ -21,21 +21,18 @@ def normalize_text(text: str) -> str:
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus WER of normalized texts; an empty reference counts its hypothesis words as insertions."""
-    return _rate(references, hypotheses, jiwer.process_words)
+    """Corpus WER of normalized texts (jiwer's): substitutions + deletions + insertions over reference words."""
+    return jiwer.process_words(*_normalized(references, hypotheses)).wer
 
 
 def char_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    return _rate(references, hypotheses, jiwer.process_characters)
+    """Corpus CER of normalized texts (jiwer's), spaces counted as characters."""
+    return jiwer.process_characters(*_normalized(references, hypotheses)).cer
 
 
-def _rate(references: list[str], hypotheses: list[str], process) -> float:
+def _normalized(references: list[str], hypotheses: list[str]) -> tuple[list[str], list[str]]:
+    """An empty (or, once normalized, empty) reference stays in: its hypothesis's words, or characters, count
+    as insertions, as in jiwer and NeMo's word_error_rate. Only when every reference is empty do the two
+    differ: jiwer divides by one (the rate is the insertion count), NeMo reports infinity."""
     pairs = [(normalize_text(r), normalize_text(h)) for r, h in zip(references, hypotheses, strict=True)]
-    scored = [(r, h) for r, h in pairs if r]
-    errors = sum(len(h.split()) for r, h in pairs if not r)  # insertions against an empty reference
-    units = 0
-    if scored:
-        output = process([r for r, _ in scored], [h for _, h in scored])
-        errors += output.substitutions + output.deletions + output.insertions
-        units = output.hits + output.substitutions + output.deletions
-    return errors / max(units, 1)
+    return [r for r, _ in pairs], [h for _, h in pairs]

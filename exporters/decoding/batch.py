@@ -18,13 +18,25 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     manifest its `audio_filepath` entries (relative to the manifest's folder), anything else itself."""
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        if is_folder(path):
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            if not found:
+                raise UserError(f"{path} is a folder without audio (no {' or '.join(AUDIO_SUFFIXES)} files in it)")
+            files += found
         elif path.suffix.lower() in MANIFEST_SUFFIXES:
             files += manifest_files(path)
         else:
             files.append(path)
     return files
+
+
+def is_folder(path: Path) -> bool:
+    """Path.is_dir, False for a name the filesystem cannot hold (Python raises ENAMETOOLONG; loading the file
+    later says so in one line)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def manifest_files(manifest: Path) -> list[Path]:
@@ -45,17 +57,32 @@ def read_manifest(manifest: Path, need_text: bool = False) -> list[tuple[Path, s
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            entry = json.loads(line)
-            audio = Path(entry["audio_filepath"])
-            text = entry["text"] if need_text else entry.get("text")
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            wanted = "audio_filepath and text" if need_text else "audio_filepath"
-            raise UserError(f"{manifest}:{number}: not a NeMo manifest line with {wanted} ({error!r})") from None
+        audio, text = manifest_line(line, need_text, f"{manifest}:{number}")
         entries.append((audio if audio.is_absolute() else manifest.parent / audio, text))
     if not entries:
         raise UserError(f"{manifest} lists no audio")
     return entries
+
+
+def manifest_line(line: str, need_text: bool, where: str) -> tuple[Path, str | None]:
+    """One manifest line's audio path and text; one line naming the field that is missing or of the wrong
+    type."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{where}: not JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: a manifest line is a JSON object, not {type(entry).__name__}")
+    fields = ("audio_filepath", "text") if need_text else ("audio_filepath",)
+    for field in fields:
+        if field not in entry:
+            raise UserError(f"{where}: no {field!r} field" + (" (the reference text)" if field == "text" else ""))
+        if not isinstance(entry[field], str) or (field == "audio_filepath" and not entry[field]):
+            found = "null" if entry[field] is None else type(entry[field]).__name__
+            raise UserError(f"{where}: {field!r} must be a{' non-empty' if field == 'audio_filepath' else ''} "
+                            f"string, not {found}")
+    text = entry.get("text")
+    return Path(entry["audio_filepath"]), text if isinstance(text, str) else None
 
 
 def file_record(transcriber, path: Path) -> dict:

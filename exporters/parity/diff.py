@@ -16,6 +16,10 @@ except ModuleNotFoundError:  # Python 3.10
 TOLERANCE_FILE = Path(__file__).resolve().parent.parent / "tolerances.toml"
 
 
+# A tolerance's `scale` names, with how a description says them.
+SCALES = {None: "", "per_feature_std": " in log-mel units", "front_end_conditioning": " × front-end conditioning"}
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """atol/rtol for continuous outputs, `exact` for lengths, `decision` + `margin` for argmax outputs."""
@@ -37,8 +41,7 @@ class Tolerance:
         if self.decision:
             return f"argmax where margin>{self.margin:g}"
         psnr = f", psnr≥{self.psnr_min:g}dB" if self.psnr_min is not None else ""
-        scale = {None: "", "per_feature_std": " in log-mel units",
-                 "front_end_conditioning": " × front-end conditioning"}[self.scale]
+        scale = SCALES[self.scale]
         return f"atol={self.atol:g} rtol={self.rtol:g}{psnr}{scale}"
 
 

@@ -150,9 +150,38 @@ def read_tolerances(path: Path | None) -> dict | None:
     if path is None:
         return None
     try:
-        return load_tolerances(path)
+        table = load_tolerances(path)
     except (OSError, ValueError, TypeError, AttributeError) as error:
         raise UserError(f"cannot read tolerance table {path}: {error}") from None
+    check_tolerance_table(path, table)
+    return table
+
+
+TOLERANCE_NUMBERS = ("atol", "rtol", "margin", "psnr_min")
+
+
+def check_tolerance_table(path: Path, table: dict) -> None:
+    """Rows for known components and precisions (or compression variants), with non-negative, finite bars:
+    checked before any model loads, so a table that would fail every gate is never judged by."""
+    import math
+
+    from exporters.compression import VARIANTS
+    from exporters.export import PRECISIONS
+    from exporters.parity.diff import SCALES
+
+    for (component, precision, output), row in table.items():
+        where = f"tolerance table {path}: [{component}.{precision}] {output}"
+        if component not in COMPONENTS:
+            raise UserError(f"{where}: unknown component {component!r} (known: {', '.join(COMPONENTS)})")
+        if precision not in PRECISIONS and precision not in VARIANTS:
+            raise UserError(f"{where}: unknown precision {precision!r} (fp32, fp16 or a compression variant)")
+        for name in TOLERANCE_NUMBERS:
+            value = getattr(row, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise UserError(f"{where}: {name} = {value!r}; give a non-negative finite number")
+        if row.scale not in SCALES:
+            raise UserError(f"{where}: unknown scale {row.scale!r} (known: {', '.join(s for s in SCALES if s)})")
 
 
 def smaller_window_gates(gate: GateContext, window, view, backend: str | None, clip_name: str,

@@ -115,6 +115,28 @@ def test_compare_bad_tolerance_table(export_copy, tmp_path, one_line_error, tabl
     one_line_error(compare(export_copy, "--tolerances", str(path)), fragment)
 
 
+@pytest.mark.parametrize("row, fragment", [
+    ("[encoder.fp32]\nencoder = { atol = -1e-4, rtol = 1e-3 }\n", "atol = -0.0001; give a non-negative finite"),
+    ("[encoder.fp32]\nencoder = { atol = 1e-4, rtol = nan }\n", "rtol = nan"),
+    ("[encoder.fp32]\nencoder = { atol = \"small\" }\n", "atol = 'small'"),
+    ("[encodr.fp32]\nencoder = { atol = 1e-4 }\n", "unknown component 'encodr'"),
+    ("[encoder.fp64]\nencoder = { atol = 1e-4 }\n", "unknown precision 'fp64'"),
+    ("[encoder.fp32]\nencoder = { atol = 1e-4, scale = \"db\" }\n", "unknown scale 'db'"),
+])
+def test_a_tolerance_table_is_checked_before_anything_is_judged(export_copy, tmp_path, row, fragment,
+                                                               one_line_error):
+    """Coverage: negative, non-finite or non-numeric bars, unknown components, precisions and scales are one
+    line, before any model loads: nothing is judged, so no failure is recorded into the export's metadata.json
+    (negative bars used to fail every gate, and that was saved) (issue 35 item 10)."""
+    from exporters.parity.diff import TOLERANCE_FILE
+
+    path = tmp_path / "table.toml"
+    path.write_text(TOLERANCE_FILE.read_text() + "\n" + row if "encoder.fp32]" not in row else row)
+    before = (export_copy / "metadata.json").read_bytes()
+    one_line_error(compare(export_copy, "--tolerances", str(path)), fragment)
+    assert (export_copy / "metadata.json").read_bytes() == before
+
+
 def test_compare_judges_a_compressed_export_by_its_variant_rows(tmp_path, load_subject):
     """Coverage: on a palette6 export, compare reads the compression from metadata.json and judges the
     compressed components by the palette6 rows (a damaged palette fails them: tests/parity/test_compressed.py)."""

@@ -100,6 +100,35 @@ def test_unknown_settings(tmp_path, option, value, fragment, one_line_error):
     assert leftovers(tmp_path) == []
 
 
+FEED_FORWARD = "encoder_layers_0_feed_forward1_linear1_weight"  # a weight every Parakeet encoder has
+
+
+@pytest.mark.parametrize("document, fragment", [
+    ({"plan": {}}, "has no 'weights' object"),
+    ({"weights": {}}, "names no weights: its 'weights' object is empty"),
+    ({"weights": {"encoder_no_such_layer_weight": "int8", FEED_FORWARD: "int8"}},
+     "names weights this model does not have: encoder_no_such_layer_weight"),
+    ({"weights": {FEED_FORWARD: "none"}}, "mixed plan compresses no weight"),
+    ({"weights": {"decoder_prediction_embed_weight": "int8"}}, "compresses no weight of the compressed components"),
+])
+def test_mixed_plans_that_compress_nothing_or_name_other_weights(tmp_path, document, fragment, one_line_error):
+    """Coverage (issue 35): a mixed plan without weights, with names this model lacks, or that compresses no
+    weight of a compressed component (the encoder by default) is refused in one line; nothing is written."""
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(document))
+    one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), "--compress", "mixed",
+                           "--mixed-plan", str(plan)), fragment)
+    assert leftovers(tmp_path) == ["plan.json"]
+
+
+def test_compressing_a_component_that_is_not_exported_is_refused(tmp_path, one_line_error):
+    """Coverage (issue 35): --compress int8 on the decoder of an encoder-only export would compress nothing."""
+    one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), "--compress", "int8",
+                           "--compress-components", "decoder", "--components", "encoder"),
+                   "--compress int8 compresses nothing", "decoder")
+    assert leftovers(tmp_path) == []
+
+
 def test_convert_with_several_windows(tmp_path):
     """Coverage: `--windows 2.5,15` makes the window-sized package multifunction (one function per window,
     15 s the default) and metadata.json lists both windows; the decoder stays a plain package."""
@@ -123,10 +152,12 @@ def test_convert_with_several_windows(tmp_path):
     (("--windows", "nan"), "windows nan: give positive, finite lengths"),
     (("--windows", "15,inf"), "give positive, finite lengths"),
     (("--windows", "1e400"), "windows inf: give positive, finite lengths"),
+    (("--windows", "15,36000"), "full attention grows with the square of the window"),
 ])
 def test_windows_the_packages_cannot_have(tmp_path, options, fragment, one_line_error):
     """Coverage: several windows for a single-window runtime, a window off the hop grid, a window shorter
-    than one STFT frame, lengths that are not finite (issue 29 item 6): one error line each, nothing left behind."""
+    than one STFT frame, lengths that are not finite (issue 29 item 6), a window whose attention outgrows the
+    memory (issue 35 item 7): one error line each, before the model loads, nothing left behind."""
     one_line_error(convert("--model", "tiny", "--output-dir", str(tmp_path / "o"), *options), fragment)
     assert leftovers(tmp_path) == []
 

@@ -4,6 +4,7 @@ one error line."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -45,25 +46,31 @@ def test_packages_on_a_manifest(tmp_path, load_subject):
 
 def test_nemo_itself_with_right_context(tmp_path):
     """Coverage: --model evaluates NeMo (no agreement with itself to report) and --right-context counts its
-    own flips."""
+    own flips. The report is written with the user's ordinary file mode, not its temporary file's private 0600."""
     manifest = write_manifest(tmp_path / "m.jsonl", held_out_manifest("digits")[:3])
     result = evaluate("--model", "digits", "--manifest", manifest, "--report", tmp_path / "r.json", "--right-context")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["summary"]["files"] == 3 and "token_agreement" not in report["summary"]
     assert report["right_context"]["nemo"]["clips"] == 3
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_bad_input_is_one_line(tmp_path, tiny_packages_fp32, one_line_error):
     """Coverage: no system, an export with a model it was not exported from, a model with no held-out set and
-    no manifest, a manifest line without text."""
+    no manifest, a model file that is missing, a manifest line without text."""
     one_line_error(evaluate("--manifest", tmp_path / "m.jsonl"), "pass --packages (an export), --model")
     one_line_error(evaluate("--packages", tiny_packages_fp32, "--model", "digits"),
                    "no longer matches the exported weights")
     one_line_error(evaluate("--packages", tiny_packages_fp32, "--backend", "mil"), "no held-out set for model 'tiny'")
+    one_line_error(evaluate("--model", "bogus"), "'bogus'", "pass a path to a .nemo file")
+    one_line_error(evaluate("--model", tmp_path / "absent.nemo", "--manifest", write_manifest(
+        tmp_path / "m.jsonl", held_out_manifest("digits")[:1])), "checkpoint not found")
     (tmp_path / "no-text.jsonl").write_text(json.dumps({"audio_filepath": "a.wav"}) + "\n")
     one_line_error(evaluate("--packages", tiny_packages_fp32, "--manifest", tmp_path / "no-text.jsonl"),
-                   "not a NeMo manifest line with audio_filepath and text")
+                   "no 'text' field")
 
 
 def test_unreadable_files_get_error_records_and_the_rest_is_evaluated(tmp_path, load_subject):
@@ -105,3 +112,21 @@ def test_output_files_are_checked_before_the_work(tmp_path, tiny_packages_fp32, 
                    "is a directory: name a file")
     one_line_error(runner.invoke(app, ["search-mixed", "--model", "tiny", "--output", str(tmp_path / "absent" / "p.json")]),
                    f"folder {tmp_path / 'absent'} does not exist")
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ('{"audio_filepath": "a.wav", "text": null}', "'text' must be a string, not null"),
+    ('{"audio_filepath": "a.wav", "text": 419728}', "'text' must be a string, not int"),
+    ('{"audio_filepath": "a.wav"}', "no 'text' field (the reference text)"),
+    ('{"text": "one"}', "no 'audio_filepath' field"),
+    ('{"audio_filepath": 7, "text": "one"}', "'audio_filepath' must be a non-empty string, not int"),
+    ('["a.wav", "one"]', "a manifest line is a JSON object, not list"),
+    ('{"audio_filepath": "a.wav", "text": "one"', "not JSON"),
+])
+def test_manifest_fields_of_the_wrong_type_are_named(tmp_path, tiny_packages_fp32, line, fragment, one_line_error):
+    """Coverage: a manifest line whose field is missing or of the wrong type says which and where, in one line
+    (it used to end in an AttributeError traceback, or print Python's exception text) (issue 35 items 5, 10)."""
+    (tmp_path / "m.jsonl").write_text(line + "\n")
+    one_line_error(evaluate("--packages", tiny_packages_fp32, "--manifest", tmp_path / "m.jsonl"),
+                   f"m.jsonl:1: {fragment}")
+

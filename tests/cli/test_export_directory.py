@@ -188,14 +188,13 @@ def test_stale_staging_of_a_dead_process_is_removed(tmp_path):
 
 def test_sigterm_mid_export_leaves_no_staging_or_temp_files(tmp_path):
     """Coverage: SIGTERM during an export removes its staging folder, and coremltools' scratch packages lived
-    inside it (nothing new in the system temp folder)."""
-    import tempfile
-
-    system_tmp = tempfile.gettempdir()
-    before = set(os.listdir(system_tmp))
+    inside it (nothing in the temporary folder, the child's own so that other processes' files don't count)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     out = tmp_path / "out"
     child = subprocess.Popen([sys.executable, "-m", "exporters.cli", "convert", "--model", "tiny", "--output-dir",
-                              str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "TMPDIR": str(scratch)})
     deadline = time.monotonic() + 300
     while not any((p / ".tmp").is_dir() and any((p / ".tmp").iterdir()) for p in tmp_path.glob(".out.staging-*")):
         assert child.poll() is None, "export ended before it staged anything"
@@ -204,9 +203,8 @@ def test_sigterm_mid_export_leaves_no_staging_or_temp_files(tmp_path):
     child.send_signal(signal.SIGTERM)
     child.wait(timeout=120)
     assert child.returncode != 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
-    new_in_tmp = {name for name in set(os.listdir(system_tmp)) - before if name.endswith(".mlpackage")}
-    assert new_in_tmp == set()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+    assert list(scratch.rglob("*.mlpackage")) == []
 
 
 def test_model_that_is_a_directory_says_so(tmp_path, one_line_error):
@@ -292,3 +290,36 @@ def keep_only(export: Path, components: tuple[str, ...]) -> None:
     for name in [name for name in metadata["packages"] if name not in components]:
         shutil.rmtree(export / metadata["packages"].pop(name)["file"])
     path.write_text(json.dumps(metadata))
+
+
+@pytest.mark.parametrize("inside", ["parakeet_joint.mlpackage/sub", "nested/deeper"])
+def test_convert_into_a_folder_inside_an_export_is_refused(tmp_path, inside, one_line_error):
+    """Coverage: an output directory inside a Core ML package of an export, or anywhere inside an export's tree,
+    is refused in one line, and the export stays byte for byte what it was (it used to damage the joint
+    package's checksum and exit 0) (issue 35 item 1)."""
+    out = tmp_path / "out"
+    assert run("convert", "--model", "tiny", "--output-dir", out, "--components", "joint").exit_code == 0
+    before = tree_bytes(out)
+    one_line_error(run("convert", "--model", "tiny", "--output-dir", out / inside, "--components", "joint"),
+                   f"is inside {out}", "choose a directory outside it")
+    assert tree_bytes(out) == before
+
+
+def test_convert_into_a_symlink_writes_its_target_and_keeps_the_link(tmp_path):
+    """Coverage: --output-dir naming a symlink to the user's directory: the export lands in the target, the link
+    stays a link, and nothing hidden is left beside either (issue 35 item 3)."""
+    target, link = tmp_path / "real", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target)
+    for _ in range(2):  # into the empty target, then over the export it now holds
+        result = run("convert", "--model", "tiny", "--output-dir", link, "--components", "joint")
+        assert result.exit_code == 0, result.output
+        assert link.is_symlink() and link.resolve() == target
+        assert (target / "parakeet_joint.mlpackage").is_dir()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_an_output_dir_name_longer_than_the_filesystem_allows_is_one_line(tmp_path, one_line_error):
+    """Coverage: a 300-byte directory name is one line, not an OSError traceback (issue 35 item 6)."""
+    one_line_error(run("convert", "--model", "tiny", "--output-dir", tmp_path / ("o" * 300), "--components",
+                       "joint"), "longer than the filesystem allows")

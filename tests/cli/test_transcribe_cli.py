@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +72,18 @@ def test_other_rate_float_flac_is_resampled(tiny_packages_fp32, tmp_path):
 
 @pytest.mark.parametrize("kind, fragment", [
     ("missing", "not found"), ("empty", "is empty"), ("garbage", "cannot read audio"), ("nan", "NaN"),
+    ("zero-rate", "cannot read audio"),
 ])
 def test_bad_audio_is_one_line_error(tiny_packages_fp32, tmp_path, kind, fragment, one_line_error):
-    """Coverage: missing, empty, unreadable and NaN audio: one error line, non-zero exit."""
+    """Coverage: missing, empty, unreadable and NaN audio, a WAV header with a zero sample rate (issue 29 item
+    6): one error line, non-zero exit."""
     path = tmp_path / f"{kind}.wav"
-    if kind == "empty":
+    if kind == "zero-rate":
+        samples = np.zeros(100, np.int16).tobytes()
+        header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(samples), b"WAVE", b"fmt ", 16, 1, 1, 0, 0, 2,
+                             16, b"data", len(samples))
+        path.write_bytes(header + samples)
+    elif kind == "empty":
         sf.write(path, np.zeros(0, np.float32), 16000)
     elif kind == "garbage":
         path.write_bytes(b"RIFF not really a wave file")
@@ -145,3 +154,51 @@ def test_bad_manifest_line_is_one_line(tiny_packages_fp32, tmp_path):
     manifest.write_text('{"text": "no path"}\n')
     result = transcribe(tiny_packages_fp32, manifest)
     assert result.exit_code == 2 and "bad.jsonl:1" in result.output
+
+
+@pytest.mark.parametrize("kind", ["empty-folder", "folder-of-text", "directory-named-wav"])
+def test_a_folder_without_audio_is_one_line(tiny_packages_fp32, tmp_path, kind, one_line_error):
+    """Coverage: a folder holding no audio, or a directory named like a WAV file, is one line and exit 2 instead
+    of printing nothing and exiting 0 (issue 35 item 8)."""
+    folder = tmp_path / ("x.wav" if kind == "directory-named-wav" else "audio")
+    folder.mkdir()
+    if kind == "folder-of-text":
+        (folder / "notes.txt").write_text("no audio here")
+    one_line_error(transcribe(tiny_packages_fp32, folder), "is a folder without audio")
+
+
+@pytest.mark.parametrize("kind, fragment", [("fifo", "is not a regular file (a FIFO)"),
+                                            ("device", "is not a regular file (a device or other file)")])
+def test_audio_that_is_not_a_regular_file_is_said_so(tiny_packages_fp32, tmp_path, kind, fragment, one_line_error):
+    """Coverage: a FIFO (never opened, so nothing blocks on it) or /dev/zero given as audio: "not a regular
+    file", not "not found" (issue 35 item 10)."""
+    path = tmp_path / "pipe.wav" if kind == "fifo" else Path("/dev/zero")
+    if kind == "fifo":
+        os.mkfifo(path)
+    one_line_error(transcribe(tiny_packages_fp32, path), fragment)
+
+
+def test_names_longer_than_the_filesystem_allows(tiny_packages_fp32, tmp_path, one_line_error):
+    """Coverage: an audio name over 255 bytes is one line alone, and in a manifest it gets its error record while
+    the other files are transcribed (issue 35 item 6)."""
+    long_name = tmp_path / ("a" * 300 + ".wav")
+    one_line_error(transcribe(tiny_packages_fp32, long_name), "audio file name too long")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio_filepath": str(long_name)}) + "\n"
+                        + json.dumps({"audio_filepath": str(CLIP)}) + "\n")
+    result = transcribe(tiny_packages_fp32, manifest)
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "too long" in records[0]["error"] and "text" in records[1]
+
+
+@pytest.mark.parametrize("command", ["transcribe", "evaluate"])
+def test_joint_mode_help_names_every_mode(command):
+    """Coverage: --joint-mode's help names every mode the option accepts (it left out decode_step) (issue 35
+    item 10)."""
+    from exporters.decoding.transcriber import JOINT_MODES
+
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    help_text = " ".join(result.output.split())
+    option = help_text[help_text.index("--joint-mode"):][:300]
+    assert all(mode in option for mode in JOINT_MODES), option

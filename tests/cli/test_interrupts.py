@@ -1,0 +1,99 @@
+"""Ctrl-C and SIGTERM, as a user sends them to a running command (issue 35 item 9): one line that says how far
+the command got, exit 130, no traceback, no temporary files, and no report that is half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from exporters.audio import FIXTURE_AUDIO_DIR
+from exporters.evaluate import held_out_manifest
+
+INTERRUPTED = 130
+TORCH_CACHE = "torchinductor_"  # torch's compile cache folder: made by every run, finished or not
+LOCKS = "parakeet-coreml-locks"  # convert's folder of lock files (each removed with its lock)
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """The CLI in its own process group (as a terminal runs it) with its own temporary folder."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    return subprocess.Popen([sys.executable, "-m", "exporters.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(scratch)})
+
+
+def wait_for(condition, child: subprocess.Popen, what: str, limit_s: float = 300) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert child.poll() is None, f"the command ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {limit_s} s"
+        time.sleep(0.01)
+
+
+def leftovers(scratch: Path) -> list[str]:
+    return sorted(p.name for p in scratch.iterdir() if not p.name.startswith(TORCH_CACHE))
+
+
+def said_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def write_manifest(path: Path, entries: list[tuple[Path, str]]) -> Path:
+    path.write_text("".join(json.dumps({"audio_filepath": str(audio), "text": text}) + "\n" for audio, text in entries))
+    return path
+
+
+def test_sigterm_during_evaluate_removes_nemo_temporary_folder_and_writes_no_report(tmp_path):
+    """SIGTERM while NeMo transcribes a file (its temporary manifest folder exists): the folder is removed, the
+    report is not written, and the line counts the files NeMo finished."""
+    entries = held_out_manifest("digits")[:3] * 70
+    manifest = write_manifest(tmp_path / "m.jsonl", entries)
+    child = start(tmp_path, "evaluate", "--model", "digits", "--manifest", manifest, "--report", tmp_path / "r.json")
+    wait_for(lambda: any((tmp_path / "tmp").glob("*/manifest.json")), child, "NeMo's temporary manifest appeared")
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == INTERRUPTED, stderr
+    (line,) = said_lines(stderr)
+    assert line.startswith("error: interrupted after ") and line.endswith(f" of {len(entries)} files (decoded by NeMo)")
+    assert "Traceback" not in stderr
+    assert leftovers(tmp_path / "tmp") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "tmp"]
+
+
+def test_sigterm_during_transcribe_keeps_the_records_printed_whole(tmp_path, tiny_packages_fp32):
+    """SIGTERM after the first records of a manifest: every record printed is a whole JSON line, and the line says
+    how many of the files were transcribed."""
+    clip = FIXTURE_AUDIO_DIR / "short_4s.wav"
+    manifest = write_manifest(tmp_path / "m.jsonl", [(clip, "")] * 500)
+    child = start(tmp_path, "transcribe", "--packages", tiny_packages_fp32, manifest)
+    first = child.stdout.readline()
+    assert json.loads(first)["text"] is not None
+    child.send_signal(signal.SIGTERM)
+    rest, stderr = child.communicate(timeout=120)
+    assert child.returncode == INTERRUPTED, stderr
+    records = [json.loads(line) for line in [first, *rest.splitlines()]]
+    (line,) = said_lines(stderr)
+    assert line == f"error: interrupted after {len(records)} of 500 files (transcribed)"
+    assert leftovers(tmp_path / "tmp") == []
+
+
+def test_ctrl_c_while_convert_loads_the_model_is_one_line(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while convert loads the full-width model:
+    one line, no traceback from torch or its worker processes, no output directory or staging folder."""
+    child = start(tmp_path, "convert", "--model", "full-random", "--components", "joint", "--output-dir",
+                  tmp_path / "out")
+    time.sleep(8)  # imports done or under way; loading 627 M parameters takes longer
+    assert child.poll() is None, "convert ended before it was interrupted"
+    os.killpg(child.pid, signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == INTERRUPTED, stderr
+    assert said_lines(stderr) == ["error: interrupted"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+    assert leftovers(tmp_path / "tmp") in ([], [LOCKS])
+    assert not any((tmp_path / "tmp" / LOCKS).glob("*")), "the output directory's lock file was left behind"
