@@ -497,6 +497,8 @@ def transcribe(
 
     One file prints its text (or --json). Several files, a folder or a manifest print JSON lines, one
     record per file (text, tokens, words, duration, rtf; or error), and exit 1 if any file failed.
+
+    Example: parakeet-coreml transcribe --packages build/tiny fixtures/audio/short_4s.wav --json
     """
     import json
 
@@ -553,15 +555,18 @@ def transcribe_many(transcriber, files: list[Path]) -> bool:
     from rich.progress import Progress
 
     from exporters.decoding.batch import file_record
-    from exporters.interrupts import counted
+    from exporters.interrupts import counting, one_done, uninterrupted
 
     failed = 0
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("transcribing", total=len(files))
-        for path in counted(files, len(files), "transcribed"):
+        counting(len(files), "transcribed")
+        for path in files:
             record = file_record(transcriber, path)
             failed += "error" in record
-            typer.echo(json.dumps(record))
+            with uninterrupted():
+                typer.echo(json.dumps(record))
+                one_done()
             progress.advance(task)
     if failed:
         console.print(f"[bold red]error:[/] {failed} of {len(files)} files failed (see their records)",
@@ -582,7 +587,10 @@ def search_mixed(
                                                           "even-indexed held-out clips of a trained model)."),
 ) -> None:
     """Per encoder weight, the smallest of palette4/palette6/palette8/int8 whose decisions agree with NeMo
-    on the calibration audio."""
+    on the calibration audio.
+
+    Example: parakeet-coreml search-mixed --model sentences --output plan.json
+    """
     try:
         quiet_libraries()
         from exporters.checkpoints import check_source, load_model
@@ -626,7 +634,10 @@ def evaluate(
                                                    "when only the audio after it changes (packages and NeMo)."),
 ) -> None:
     """WER/CER (jiwer, one normalizer), agreement with NeMo's decisions, RTFx and package bytes on a
-    manifest: JSON report on stdout, a table on stderr."""
+    manifest: JSON report on stdout, a table on stderr.
+
+    Example: parakeet-coreml evaluate --packages build/digits --manifest my.jsonl --report report.json
+    """
     import json
 
     try:
@@ -685,7 +696,10 @@ def lint(
     packages: Path = typer.Option(..., help="Export directory (with metadata.json) to check."),
     target: str = typer.Option(DEFAULT_TARGET, help="Deployment target the packages must match (e.g. iOS17)."),
 ) -> None:
-    """Check every package statically for Neural Engine and Core ML problems; exit 1 on any error."""
+    """Check every package statically for Neural Engine and Core ML problems; exit 1 on any error.
+
+    Example: parakeet-coreml lint --packages build/tiny --target iOS17
+    """
     from exporters.lint import lint_export, severity_counts
 
     try:
@@ -721,7 +735,10 @@ def compile_packages(
     packages: Path = typer.Option(..., help="Export directory (with metadata.json) whose packages to compile."),
     output_dir: Optional[Path] = typer.Option(None, help="Directory for the .mlmodelc bundles (default: <packages>)."),
 ) -> None:
-    """Compile every .mlpackage to .mlmodelc with xcrun coremlcompiler (macOS) and record the seconds taken."""
+    """Compile every .mlpackage to .mlmodelc with xcrun coremlcompiler (macOS) and record the seconds taken.
+
+    Example: parakeet-coreml compile --packages build/tiny
+    """
     from exporters.compile import compile_directory
 
     try:

@@ -26,7 +26,7 @@ from exporters.decoding.batch import read_manifest
 from exporters.decoding.chunking import samples_per_frame
 from exporters.decoding.language_lock import WORD_BOUNDARY
 from exporters.errors import UserError
-from exporters.interrupts import counted
+from exporters.interrupts import counting, one_done
 from exporters.wer import char_error_rate, word_error_rate
 
 
@@ -171,12 +171,14 @@ def nemo_decisions(model, paths: list[Path]) -> list[tuple[Decisions, float]]:
 
     results = []
     with nemo_errors_only():
-        for path in counted(paths, len(paths), "decoded by NeMo"):
+        counting(len(paths), "decoded by NeMo")
+        for path in paths:
             started = time.perf_counter()
             (hypothesis,) = nemo_transcribe(model, [str(path)], batch_size=1, timestamps=True,
                                             return_hypotheses=True)
             seconds = time.perf_counter() - started
             results.append((Decisions(hypothesis.text, *hypothesis_decisions(hypothesis)), seconds))
+            one_done()
     return results
 
 
@@ -282,13 +284,14 @@ def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend:
         name, entries = manifest_entries(manifest, view.model_source)
         reference = nemo_reference(view.model, name, entries, right_context)
     files = []
-    for (path, text), samples, nemo in counted(zip(reference.entries, reference.clips, reference.decisions),
-                                               len(reference.entries), "decoded by the packages"):
+    counting(len(reference.entries), "decoded by the packages")
+    for (path, text), samples, nemo in zip(reference.entries, reference.clips, reference.decisions):
         started = time.perf_counter()
         transcript = transcriber.transcribe(samples)
         decode = time.perf_counter() - started
         ours = Decisions(transcript.text, *transcript.decisions())
         files.append(file_result(path, text, ours, len(samples) / transcriber.contract.model.sample_rate, decode, nemo))
+        one_done()
     used = {name: package_bytes(view.packages[name].path) for name in transcriber.runtimes}
     variants = set(view.compressed.values())
     report = Report(str(packages_dir), reference.name, files, used, ",".join(sorted(variants)) or "none",

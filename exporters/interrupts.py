@@ -2,16 +2,14 @@
 
 SIGTERM is turned into KeyboardInterrupt, so both unwind the same way: `with` blocks remove staging folders
 and temporary directories (NeMo's transcribe manifests included) on the way out, and files are only ever
-written whole. Loops over files count through `counted`, so the line can say "after N of M files".
+written whole. Loops over files count with `counting` and `one_done`, so the line can say "after N of M files".
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from dataclasses import dataclass
-from typing import Iterable, Iterator, TypeVar
-
-Item = TypeVar("Item")
 
 
 @dataclass
@@ -19,17 +17,35 @@ class FileCount:
     stage: str = ""
     done: int = 0
     total: int = 0
+    deferring: bool = False  # inside `uninterrupted`: a signal waits for the block's end
+    pending: bool = False
 
 
 progress = FileCount()
 
 
-def counted(items: Iterable[Item], total: int, stage: str) -> Iterator[Item]:
-    """Yield the items, counting each one finished once the next is asked for."""
+def counting(total: int, stage: str) -> None:
+    """From now on the line counts files of `stage`, none of `total` done yet."""
     progress.stage, progress.done, progress.total = stage, 0, total
-    for item in items:
-        yield item
-        progress.done += 1
+
+
+def one_done() -> None:
+    """Called once a file's work is finished (and its record printed, if any)."""
+    progress.done += 1
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Ctrl-C and SIGTERM wait until the block ends, then interrupt as usual: a printed record and its count
+    go together. (Blocking the signals would not do: another thread of torch's may take them.)"""
+    progress.deferring = True
+    try:
+        yield
+    finally:
+        progress.deferring = False
+    if progress.pending:
+        progress.pending = False
+        raise KeyboardInterrupt
 
 
 def interrupted_line() -> str:
@@ -39,6 +55,9 @@ def interrupted_line() -> str:
 
 
 def raise_interrupt(signum, frame) -> None:
+    if progress.deferring:
+        progress.pending = True
+        return
     raise KeyboardInterrupt
 
 
@@ -46,4 +65,6 @@ def start_command() -> None:
     """SIGTERM behaves like Ctrl-C from now on (unwind, so temporary folders are removed on the way out), and
     nothing is counted yet."""
     signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGINT, raise_interrupt)
     progress.stage, progress.done, progress.total = "", 0, 0
+    progress.deferring = progress.pending = False
