@@ -18,7 +18,17 @@ def host_description() -> dict:
     return {"os": platform.platform(), "cpu": fields.get("model name", platform.processor() or platform.machine()),
             "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
-            "numpy_blas": numpy_blas(), "blas_env": {name: os.environ[name] for name in BLAS_ENV if name in os.environ}}
+            "numpy_blas": numpy_blas(), "blas_env": {name: os.environ[name] for name in BLAS_ENV if name in os.environ},
+            "versions": versions()}
+
+
+def versions() -> dict[str, str]:
+    """The versions a figure depends on (docs tables print them beside it)."""
+    from importlib.metadata import version
+
+    return {"python": platform.python_version(),
+            **{name: version(package) for name, package in (("torch", "torch"), ("coremltools", "coremltools"),
+                                                             ("nemo", "nemo-toolkit"), ("numpy", "numpy"))}}
 
 
 def cpuinfo_fields() -> dict[str, str]:

@@ -1,0 +1,140 @@
+"""The README and docs/ as a user reads them: every relative link leads somewhere, every documented command and
+option exists in the CLI, every generated table holds figures, and the README's two commands are what CI runs."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from exporters.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+CODE_BLOCK = re.compile(r"```(?:bash|sh)?\n(.*?)```", re.S)
+INLINE_CODE = re.compile(r"`([^`\n]+)`")
+TABLE = re.compile(r"<!-- table: ([^>]+?) -->\n(.*?)<!-- end table -->", re.S)
+COMMANDS = sorted(command.name or command.callback.__name__.replace("_", "-") for command in app.registered_commands)
+
+
+def page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    text = CODE_BLOCK.sub("", page.read_text())
+    return {anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_relative_links_lead_somewhere(page):
+    """Coverage: a link to a file that does not exist, or to a heading its page does not have, fails."""
+    broken = []
+    for target in LINK.findall(page.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, fragment = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(f"{target}: no such file")
+        elif fragment and resolved.suffix == ".md" and fragment not in anchors(resolved):
+            broken.append(f"{target}: no heading #{fragment}")
+    assert broken == []
+
+
+def documented_invocations(page: Path) -> list[list[str]]:
+    """The `parakeet-coreml COMMAND ...` invocations in a page's code blocks and inline code, as words."""
+    text = page.read_text()
+    found = []
+    snippets = [line for block in CODE_BLOCK.findall(text) for line in block.replace("\\\n", " ").splitlines()]
+    snippets += INLINE_CODE.findall(CODE_BLOCK.sub("", text))
+    for snippet in snippets:
+        if "parakeet-coreml " not in snippet:
+            continue
+        words = shlex.split(snippet.split("parakeet-coreml ", 1)[1].split("#")[0].split("|")[0], posix=True)
+        if words and not words[0].startswith("-"):
+            found.append(words)
+    return found
+
+
+def help_text(command: str) -> str:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_documented_commands_and_options_exist(page):
+    """Coverage: a documented command the CLI lacks, or an option its --help does not list, fails."""
+    helps = {}
+    missing = []
+    for words in documented_invocations(page):
+        command = words[0]
+        if command not in COMMANDS:
+            missing.append(f"parakeet-coreml {command}: no such command")
+            continue
+        helps.setdefault(command, help_text(command))
+        for word in words[1:]:
+            option = word.split("=")[0]
+            if option.startswith("--") and option not in helps[command]:
+                missing.append(f"{command} {option}")
+    assert missing == []
+
+
+def test_the_docs_document_every_command():
+    """Coverage: each CLI command appears in the README's command list."""
+    listed = {words[0] for words in documented_invocations(ROOT / "README.md")}
+    assert sorted(set(COMMANDS) - listed) == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_has_an_example(command):
+    assert f"Example: parakeet-coreml {command} " in help_text(command)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_generated_tables_hold_figures_and_their_command(page):
+    """Coverage: a table tools/docs_tables.py writes is never left empty, and names the command it came from."""
+    for name, body in TABLE.findall(page.read_text()):
+        assert body.count("\n| `") >= 1, f"table {name!r} holds no figures: run tools/docs_tables.py"
+        assert "Command: `uv run pytest tests/benchmarks" in body, name
+
+
+def test_the_readme_starts_with_the_two_commands_ci_runs():
+    """The README's first code block is the set-up: an offline tiny export and the suite, which .ci/run runs."""
+    first_block = CODE_BLOCK.search((ROOT / "README.md").read_text()).group(1).splitlines()
+    assert first_block == ["uv run parakeet-coreml convert --model tiny --output-dir build/tiny", "uv run pytest"]
+    assert re.search(r"(?m)^uv run pytest \"\$@\"", (ROOT / ".ci" / "run").read_text())
+
+
+def test_docs_tables_replace_a_table_with_the_runs_figures(tmp_path):
+    """tools/docs_tables.py: a run's benchmarks replace the table they match, whole, with host, versions, date and
+    command; a table the run has no benchmark for is left as it is."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "tools" / "docs_tables.py")
+    docs_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs_tables)
+    page = tmp_path / "page.md"
+    page.write_text("a\n<!-- table: encoder -->\nold figures\n<!-- end table -->\n"
+                    "<!-- table: joint -->\nkept\n<!-- end table -->\n")
+    host = {"cpu": "Some CPU", "cpu_family_model": "25/17", "cpu_capability": "AVX512", "cores": 2,
+            "versions": {"torch": "2.7.1"}}
+    run = {"datetime": "2026-12-05T08:00:00", "machine_info": {}, "benchmarks": [
+        {"name": "test_encoder[fp32]", "stats": {"mean": 0.0184, "median": 0.0181, "rounds": 35},
+         "extra_info": {"model": "tiny", "backend": "mil", "precision": "fp32", "rtfx": 832.6, "host": host}}]}
+    assert docs_tables.rewrite(page, run) == ["encoder"]
+    text = page.read_text()
+    assert "old figures" not in text and "kept" in text
+    assert "| `test_encoder[fp32]` | tiny | mil | fp32 | 18 ms | 18 ms | 35 | 832.6 |" in text
+    assert "Some CPU (family/model 25/17, AVX512), 2 cores; torch 2.7.1; 2026-12-05" in text
+    assert '-k "encoder"' in text
