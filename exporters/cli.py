@@ -23,6 +23,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
 # NeMo's telemetry (OneLogger) announces at WARNING that it is disabled, on every model load.
 logging.getLogger("nv_one_logger").setLevel(logging.ERROR)
+# torch starts a pool of compile workers when NeMo imports its inductor. Nothing here compiles, and the workers,
+# in the terminal's process group, printed their own traceback on Ctrl-C.
+os.environ.setdefault("TORCH_WARM_POOL", "0")
 
 from exporters.checkpoints import DEFAULT_HF_ID  # noqa: E402
 from exporters.compression import DEFAULT_COMPRESSED, VARIANTS  # noqa: E402
@@ -50,16 +53,26 @@ def command(*names: str, **options):
     def register(function):
         @functools.wraps(function)
         def run(*args, **kwargs):
-            from exporters.interrupts import interrupted_line, start_command
+            from exporters.interrupts import start_command, was_interrupted
 
             start_command()
             try:
                 return function(*args, **kwargs)
+            except Exception as error:
+                if not was_interrupted() or isinstance(error, typer.Exit):
+                    raise
+                said_interrupted()  # a library's cleanup turned the interrupt into another error
             except KeyboardInterrupt:
-                console.print(f"[bold red]error:[/] {interrupted_line()}", highlight=False, soft_wrap=True)
-                raise typer.Exit(code=130) from None
+                said_interrupted()
         return app.command(*names, **options)(run)
     return register
+
+
+def said_interrupted() -> None:
+    from exporters.interrupts import interrupted_line
+
+    console.print(f"[bold red]error:[/] {interrupted_line()}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=130) from None
 
 
 def quiet_libraries() -> None:

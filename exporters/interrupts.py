@@ -19,6 +19,7 @@ class FileCount:
     total: int = 0
     deferring: bool = False  # inside `uninterrupted`: a signal waits for the block's end
     pending: bool = False
+    interrupted: bool = False  # a signal came: whatever error unwinding ends in, the command was interrupted
 
 
 progress = FileCount()
@@ -48,6 +49,10 @@ def uninterrupted():
         raise KeyboardInterrupt
 
 
+def was_interrupted() -> bool:
+    return progress.interrupted
+
+
 def interrupted_line() -> str:
     if not progress.total:
         return "interrupted"
@@ -55,6 +60,7 @@ def interrupted_line() -> str:
 
 
 def raise_interrupt(signum, frame) -> None:
+    progress.interrupted = True
     if progress.deferring:
         progress.pending = True
         return
@@ -67,4 +73,4 @@ def start_command() -> None:
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGINT, raise_interrupt)
     progress.stage, progress.done, progress.total = "", 0, 0
-    progress.deferring = progress.pending = False
+    progress.deferring = progress.pending = progress.interrupted = False
