@@ -52,6 +52,7 @@ class FileResult:
     nemo_tokens: int | None = None
     durations_equal: int | None = None
     tokens_paired: int | None = None
+    nemo_hypothesis: str | None = None
 
 
 # Encoder frames just before a cut see the new audio through convolutions and subsampling: tokens there
@@ -141,11 +142,18 @@ class Report:
                 "decisions_identical": sum(f.decisions_identical for f in compared) / len(compared),
                 "token_agreement": 1 - sum(f.token_edits for f in compared) / max(nemo_tokens, 1),
                 "duration_agreement": sum(f.durations_equal for f in compared) / paired if paired else 1.0,
+                "nemo_wer": word_error_rate([f.reference for f in compared], [f.nemo_hypothesis for f in compared]),
             }
         return summary
 
     def to_dict(self) -> dict:
+        from datetime import datetime, timezone
+
+        from exporters.host import host_description
+
         return {"system": self.system, "manifest": self.manifest, "compression": self.compression,
+                "measured": {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "host": host_description()},
                 "package_bytes": self.package_bytes, "summary": self.summary,
                 "right_context": {name: asdict(flips) for name, flips in self.right_context.items()},
                 "files": [asdict(f) for f in self.files], "errors": self.errors}
@@ -221,6 +229,7 @@ def file_result(path: Path, reference: str, decisions: Decisions, seconds: float
     if nemo is not None:
         for key, value in agreement(decisions, nemo).items():
             setattr(result, key, value)
+        result.nemo_hypothesis = nemo.text
     return result
 
 

@@ -1,13 +1,15 @@
-"""Write the docs' benchmark tables from pytest-benchmark JSON, so every figure there comes from a command.
+"""Write the docs' tables from pytest-benchmark JSON and `evaluate` reports, so every figure comes from a command.
 
     uv run pytest tests/benchmarks --benchmark-only --benchmark-json=bench.json
-    uv run python tools/docs_tables.py bench.json
+    uv run parakeet-coreml evaluate --packages build/s-int8 --right-context --report eval/int8.json   # per variant
+    uv run python tools/docs_tables.py bench.json eval/*.json
 
-Each table sits in a docs page between `<!-- table: NAME -->` and `<!-- end table -->`; NAME picks the
-benchmarks (a substring of their names, `|` for several). The table is replaced whole, with the host (CPU,
-family/model, vector instruction set, cores), the versions, the date and the command that made it: a new
-run replaces the old figures, history lives in git. Benchmarks that are not in the JSON leave their table
-as it is.
+Each table sits in a docs page between `<!-- table: NAME -->` and `<!-- end table -->`. For benchmarks NAME picks
+them (a substring of their names, `|` for several); `<!-- table: evaluate MANIFEST -->` takes the evaluate reports
+on that manifest (for example "held-out set of sentences"), one row per export. The table is replaced whole,
+with the host (CPU, family/model, vector instruction set, cores), the versions, the date and the command that
+made it: a new run replaces the old figures, history lives in git. A table no file given has figures for is
+left as it is.
 """
 
 from __future__ import annotations
@@ -58,12 +60,54 @@ def table(run: dict, name: str) -> str | None:
             "`uv run python tools/docs_tables.py bench.json`.\n")
 
 
-def rewrite(page: Path, run: dict) -> list[str]:
-    """Replace the page's tables that the run has benchmarks for; the names of those replaced."""
+VARIANT_ORDER = ("none", "int8", "palette8", "palette6", "palette4", "int4-block32", "mixed")
+EVALUATE = "evaluate "
+
+
+def percent(value: float) -> str:
+    return f"{value * 100:.1f} %"
+
+
+def flips(report: dict, system: str) -> str:
+    counted = report.get("right_context", {}).get(system)
+    if not counted:
+        return "–"
+    tokens = counted["tokens_changed"]
+    return f"{tokens} token{'' if tokens == 1 else 's'}, {counted['clips_changed']}/{counted['clips']} clips"
+
+
+def evaluate_row(report: dict) -> str:
+    summary = report["summary"]
+    identical = round(summary["decisions_identical"] * summary["files"])
+    return (f"| {report['compression'] or 'none'} | {summary['package_bytes']:,} B | {identical}/{summary['files']} | "
+            f"{percent(summary['token_agreement'])} | {percent(summary['wer'])} | {percent(summary['nemo_wer'])} | "
+            f"{flips(report, 'packages')} | {flips(report, 'nemo')} |")
+
+
+def evaluate_table(reports: list[dict], manifest: str) -> str | None:
+    chosen = [r for r in reports if r["manifest"] == manifest and "token_agreement" in r["summary"]]
+    if not chosen:
+        return None
+    chosen.sort(key=lambda r: VARIANT_ORDER.index(r["compression"]) if r["compression"] in VARIANT_ORDER else 99)
+    host = chosen[0]["measured"]["host"]
+    versions = ", ".join(f"{name} {value}" for name, value in host["versions"].items())
+    lines = ["| variant | bytes of the packages used | files with NeMo's decisions | token agreement | WER | "
+             "NeMo's WER | right-context flips | NeMo's flips |", "|---|---|---|---|---|---|---|---|",
+             *map(evaluate_row, chosen)]
+    return ("\n".join(lines) + f"\n\n{host['cpu']} (family/model {host['cpu_family_model']}, "
+            f"{host['cpu_capability']}), {host['cores']} cores; {versions}; {chosen[0]['measured']['date'][:10]}. "
+            "Command: per export, `uv run parakeet-coreml evaluate --packages DIR --right-context --report "
+            "eval/NAME.json`, then `uv run python tools/docs_tables.py eval/*.json`.\n")
+
+
+def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
+    """Replace the page's tables that the run or reports have figures for; the names of those replaced."""
     replaced = []
 
     def fill(match: re.Match) -> str:
-        made = table(run, match["name"])
+        name = match["name"]
+        made = evaluate_table(list(reports), name[len(EVALUATE):]) if name.startswith(EVALUATE) else \
+            table(run, name)
         if made is None:
             return match.group(0)
         replaced.append(match["name"])
@@ -78,12 +122,15 @@ def rewrite(page: Path, run: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmark_json", type=Path)
+    parser.add_argument("json_files", type=Path, nargs="+", help="pytest-benchmark JSON and evaluate reports")
     parser.add_argument("--docs", type=Path, default=DOCS)
     arguments = parser.parse_args()
-    run = json.loads(arguments.benchmark_json.read_text())
+    documents = [json.loads(path.read_text()) for path in arguments.json_files]
+    runs = [d for d in documents if "benchmarks" in d]
+    run = {**runs[-1], "benchmarks": [b for r in runs for b in r["benchmarks"]]} if runs else {"benchmarks": []}
+    reports = [d for d in documents if "summary" in d]
     for page in sorted(arguments.docs.glob("*.md")):
-        for name in rewrite(page, run):
+        for name in rewrite(page, run, reports):
             print(f"{page.name}: {name}")
 
 

@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
 
 import pytest
 
+from exporters.host import host_description as machine_description
+
 
 def host_description() -> dict:
-    """The host next to every timing. Virtual machines often name only the vendor's line ("AMD EPYC"), so the
-    CPU family/model and the vector instruction set torch's kernels run (AVX2, AVX512) tell hosts apart."""
-    import torch
-
-    fields = cpuinfo_fields()
-    return {"os": platform.platform(), "cpu": fields.get("model name", platform.processor() or platform.machine()),
-            "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
-            "numpy_blas": numpy_blas(), "blas_env": {name: os.environ[name] for name in BLAS_ENV if name in os.environ},
-            "versions": versions()}
-
-
-def versions() -> dict[str, str]:
-    """The versions a figure depends on (docs tables print them beside it)."""
-    from importlib.metadata import version
-
-    return {"python": platform.python_version(),
-            **{name: version(package) for name, package in (("torch", "torch"), ("coremltools", "coremltools"),
-                                                             ("nemo", "nemo-toolkit"), ("numpy", "numpy"))}}
-
-
-def cpuinfo_fields() -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo (empty where there is none: macOS)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return {}
-    first = cpuinfo.read_text().split("\n\n", 1)[0]
-    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    """The host and versions next to every timing, with the BLAS code paths numpy and torch run."""
+    return {**machine_description(), "numpy_blas": numpy_blas(),
+            "blas_env": {name: os.environ[name] for name in BLAS_ENV if name in os.environ}}
 
 
 # Environment variables that pick BLAS code paths: numpy's OpenBLAS kernel family, torch's MKL instruction set.

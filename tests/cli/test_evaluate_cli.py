@@ -28,7 +28,8 @@ def write_manifest(path, entries):
 
 def test_packages_on_a_manifest(tmp_path, load_subject):
     """Coverage: the digits fp32 packages on two held-out clips: per-file and total WER (jiwer, against the
-    manifest's text), NeMo's decisions on every file, RTFx and the bytes of the packages used."""
+    manifest's text), NeMo's decisions (and so NeMo's text and WER) on every file, RTFx, the bytes of the packages
+    used, and the host and versions the report was measured with."""
     digits = load_subject("digits")
     entries = held_out_manifest("digits")[:2]
     manifest = write_manifest(tmp_path / "m.jsonl", entries)
@@ -42,6 +43,11 @@ def test_packages_on_a_manifest(tmp_path, load_subject):
     assert summary["decisions_identical"] == 1.0 and summary["token_agreement"] == 1.0
     assert summary["rtfx"] > 0 and summary["package_bytes"] == sum(report["package_bytes"].values()) > 0
     assert "WER" in result.output and "RTFx" in result.output
+    assert [f["nemo_hypothesis"] for f in report["files"]] == [f["hypothesis"] for f in report["files"]]
+    assert summary["nemo_wer"] == summary["wer"]
+    measured = report["measured"]
+    assert measured["date"][:4] >= "2026" and measured["host"]["cores"] >= 1
+    assert set(measured["host"]["versions"]) >= {"torch", "coremltools", "nemo"}
 
 
 def test_nemo_itself_with_right_context(tmp_path):
