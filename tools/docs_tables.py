@@ -96,8 +96,8 @@ def evaluate_table(reports: list[dict], manifest: str) -> str | None:
              *map(evaluate_row, chosen)]
     return ("\n".join(lines) + f"\n\n{host['cpu']} (family/model {host['cpu_family_model']}, "
             f"{host['cpu_capability']}), {host['cores']} cores; {versions}; {chosen[0]['measured']['date'][:10]}. "
-            "Command: per export, `uv run parakeet-coreml evaluate --packages DIR --right-context --report "
-            "eval/NAME.json`, then `uv run python tools/docs_tables.py eval/*.json`.\n")
+            "Command: `uv run parakeet-coreml evaluate --packages DIR --right-context --report "
+            "eval/NAME.json` per export, then `uv run python tools/docs_tables.py eval/*.json`.\n")
 
 
 def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
