@@ -124,6 +124,39 @@ def map_option():
                                           "overrides discovery by file name).")
 
 
+def boost_phrases_option():
+    return typer.Option(None, help="Custom vocabulary: a file of key phrases, one per line, boosted as NeMo's phrase "
+                                   "boosting tree does (needs --joint-mode joint).")
+
+
+def boost_alpha_option():
+    return typer.Option(1.0, help="Weight of the boosting tree's scores (NeMo's boosting_tree_alpha).")
+
+
+def boost_score_option():
+    return typer.Option(1.0, help="Score of each phrase token matched (NeMo's context_score).")
+
+
+def lm_option():
+    return typer.Option(None, help="Custom vocabulary: a token n-gram LM fused in decoding, ARPA (token i written "
+                                   "chr(i + 100), as NeMo's) or NeMo's .nemo LM (needs --joint-mode joint).")
+
+
+def lm_alpha_option():
+    return typer.Option(1.0, help="Weight of the LM's scores (NeMo's ngram_lm_alpha).")
+
+
+def fusion_from_options(boost_phrases: Path | None, boost_alpha: float, boost_score: float, lm: Path | None,
+                        lm_alpha: float):
+    """The Fusion the options ask for, None without phrases or LM (raises UserError on bad input)."""
+    from exporters.decoding.fusion import Fusion, read_phrases
+
+    if boost_phrases is None and lm is None:
+        return None
+    phrases = read_phrases(boost_phrases) if boost_phrases is not None else ()
+    return Fusion(phrases, boost_alpha, boost_score, lm=lm, lm_alpha=lm_alpha)
+
+
 @command()
 def convert(
     model: str = typer.Option(
@@ -505,6 +538,11 @@ def transcribe(
                                                                 "Unicode script (latin, cyrillic, greek, …); repeatable."),
     allow_tokens: Optional[Path] = typer.Option(None, help="Language lock: a file of allowed token ids or pieces, "
                                                            "one per line (with --allow-script: allowed as well)."),
+    boost_phrases: Optional[Path] = boost_phrases_option(),
+    boost_alpha: float = boost_alpha_option(),
+    boost_score: float = boost_score_option(),
+    lm: Optional[Path] = lm_option(),
+    lm_alpha: float = lm_alpha_option(),
 ) -> None:
     """Transcribe audio with greedy TDT decoding over the exported packages.
 
@@ -523,9 +561,10 @@ def transcribe(
         lock = None
         if allow_script or allow_tokens:
             lock = LanguageLock(tuple(allow_script or ()), read_token_list(allow_tokens) if allow_tokens else ())
+        fusion = fusion_from_options(boost_phrases, boost_alpha, boost_score, lm, lm_alpha)
         transcriber = open_packages_transcriber(packages, mode, fused, backend,
                                                 Chunking(chunk_seconds, left_context_seconds, right_context_seconds),
-                                                lock, model, map_)
+                                                lock, model, map_, fusion)
         if len(audio) == 1 and not is_folder(audio[0]) and audio[0].suffix.lower() not in MANIFEST_SUFFIXES:
             transcript = run_transcribe(transcriber, audio[0])
             typer.echo(json.dumps(transcript.to_dict(), indent=2) if json_output else transcript.text)
@@ -538,17 +577,17 @@ def transcribe(
 
 
 def open_packages_transcriber(packages: Path, joint_mode: str | None, fused: bool, backend: str | None, chunking,
-                              lock=None, model: str | None = None, mapping: list[str] = ()):
+                              lock=None, model: str | None = None, mapping: list[str] = (), fusion=None):
     from exporters.decoding.chunking import check_chunking
     from exporters.decoding.transcriber import open_transcriber
     from exporters.export_view import parse_mapping
     from exporters.runtime import BackendUnavailable
 
     try:
-        if model or mapping:
+        if model or mapping or fusion:
             quiet_libraries()
         transcriber = open_transcriber(packages, backend, joint_mode, fused, chunking, lock, model,
-                                       parse_mapping(list(mapping), packages))
+                                       parse_mapping(list(mapping), packages), fusion)
     except BackendUnavailable as error:
         raise UserError(str(error)) from error
     check_chunking(transcriber.contract, chunking)
@@ -645,6 +684,11 @@ def evaluate(
                                              help="joint, joint_decision, single_step or decode_step."),
     right_context: bool = typer.Option(False, help="Also count decisions before each clip's middle that change "
                                                    "when only the audio after it changes (packages and NeMo)."),
+    boost_phrases: Optional[Path] = boost_phrases_option(),
+    boost_alpha: float = boost_alpha_option(),
+    boost_score: float = boost_score_option(),
+    lm: Optional[Path] = lm_option(),
+    lm_alpha: float = lm_alpha_option(),
 ) -> None:
     """WER/CER (jiwer, one normalizer), agreement with NeMo's decisions, RTFx and package bytes on a
     manifest: JSON report on stdout, a table on stderr.
@@ -657,6 +701,7 @@ def evaluate(
         if packages is None and model is None:
             raise UserError("pass --packages (an export), --model (NeMo itself), or both (another converter's export)")
         check_output_file(report)
+        fusion = fusion_from_options(boost_phrases, boost_alpha, boost_score, lm, lm_alpha)
         if model is not None:
             from exporters.checkpoints import check_source
 
@@ -668,9 +713,10 @@ def evaluate(
 
         try:
             result = evaluate_packages(packages, manifest, backend, joint_mode, right_context=right_context,
-                                       model_source=model, mapping=parse_mapping(list(map_), packages)) \
+                                       model_source=model, mapping=parse_mapping(list(map_), packages),
+                                       fusion=fusion) \
                 if packages is not None \
-                else evaluate_nemo(model, manifest, right_context=right_context)
+                else evaluate_nemo(model, manifest, right_context=right_context, fusion=fusion)
         except BackendUnavailable as error:
             raise UserError(str(error)) from error
     except UserError as error:

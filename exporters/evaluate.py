@@ -280,18 +280,21 @@ def readable_entries(name: str, entries: list[tuple[Path, str]], sample_rate: in
 def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend: str | None = None,
                       joint_mode: str | None = None, right_context: bool = False,
                       reference: NemoReference | None = None, model_source: str | None = None,
-                      mapping: dict | None = None) -> Report:
+                      mapping: dict | None = None, fusion=None) -> Report:
     """The packages on a manifest (default: the held-out set of the export's trained model), each file
     also decoded by NeMo for agreement (`reference`: NeMo's results, if already computed). Any converter's
-    export directory is evaluated with `model_source`, the checkpoint it came from."""
+    export directory is evaluated with `model_source`, the checkpoint it came from; `fusion` (custom
+    vocabulary) decodes with it, NeMo too."""
     from exporters.decoding.transcriber import view_transcriber
     from exporters.export_view import open_export
+    from exporters.reference import nemo_fusion
 
     view = open_export(packages_dir, model_source, mapping)
-    transcriber = view_transcriber(view, backend, joint_mode, command="evaluate")
+    transcriber = view_transcriber(view, backend, joint_mode, command="evaluate", fusion=fusion)
     if reference is None or (right_context and reference.right_context is None):
         name, entries = manifest_entries(manifest, view.model_source)
-        reference = nemo_reference(view.model, name, entries, right_context)
+        with nemo_fusion(view.model, fusion):
+            reference = nemo_reference(view.model, name, entries, right_context)
     files = []
     counting(len(reference.entries), "decoded by the packages")
     for (path, text), samples, nemo in zip(reference.entries, reference.clips, reference.decisions):
@@ -318,13 +321,17 @@ def package_bytes(path: Path) -> int:
     return sum(file.stat().st_size for file in Path(path).rglob("*") if file.is_file())
 
 
-def evaluate_nemo(model_source: str, manifest: Path | None = None, model=None, right_context: bool = False) -> Report:
-    """NeMo itself on a manifest (default: the model's held-out set): transcribe() per file alone."""
+def evaluate_nemo(model_source: str, manifest: Path | None = None, model=None, right_context: bool = False,
+                  fusion=None) -> Report:
+    """NeMo itself on a manifest (default: the model's held-out set): transcribe() per file alone (with the
+    custom vocabulary `fusion`, if any)."""
     from exporters.checkpoints import load_model
+    from exporters.reference import nemo_fusion
 
     name, entries = manifest_entries(manifest, model_source)
     model = model if model is not None else load_model(model_source)
-    reference = nemo_reference(model, name, entries, right_context)
+    with nemo_fusion(model, fusion):
+        reference = nemo_reference(model, name, entries, right_context)
     sample_rate = int(model.cfg.preprocessor.sample_rate)
     files = [file_result(path, text, decisions, len(clip) / sample_rate, seconds, None)
              for (path, text), clip, decisions, seconds

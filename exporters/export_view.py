@@ -211,6 +211,15 @@ class ExportView:
                             f"{self.contract.model.vocab_size}: it belongs to another model; re-export the directory")
         return processor
 
+    def nemo_tokenizer(self):
+        """The same tokenizer as NeMo's class (what NeMo's boosting tree encodes phrases with)."""
+        from nemo.collections.common.tokenizers import SentencePieceTokenizer
+
+        if self.metadata is None:
+            return self.model.tokenizer
+        self.tokenizer()  # checked
+        return SentencePieceTokenizer(model_path=str(self.inside(self.metadata.get("tokenizer"), "tokenizer")))
+
     def inside(self, name, what: str) -> Path:
         """A file an export's metadata.json names, which must be a file inside the export directory (an export
         is untrusted input: `../../etc/passwd` is refused, not opened)."""

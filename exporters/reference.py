@@ -92,6 +92,29 @@ def nemo_token_bias(model, token_bias: np.ndarray):
         del joint.joint_after_projection
 
 
+@contextlib.contextmanager
+def nemo_fusion(model, fusion):
+    """NeMo's own greedy decoding with the same custom vocabulary (`exporters.decoding.fusion.Fusion`: its boosting
+    tree and n-gram LM options in decoding.greedy), put back as it was afterwards; None changes nothing."""
+    import copy
+
+    from omegaconf import open_dict
+
+    if fusion is None:
+        yield model
+        return
+    original = copy.deepcopy(model.cfg.decoding)
+    fused = copy.deepcopy(original)
+    with open_dict(fused):
+        for key, value in fusion.nemo_greedy_options().items():
+            fused.greedy[key] = value
+    model.change_decoding_strategy(fused, verbose=False)
+    try:
+        yield model
+    finally:
+        model.change_decoding_strategy(original, verbose=False)
+
+
 def nemo_transcribe(model, paths: list[str], **options) -> list:
     """NeMo's own transcribe(); afterwards the model is put back in eval mode.
 

@@ -22,6 +22,11 @@ so nothing is merged as text. Frames and times count from the start of the audio
 
 A `token_bias` [V + 1] (a language lock, `exporters.decoding.language_lock`) is added to the token logits
 before every choice: fed to the joint_decision packages, added on the host in "joint" mode.
+
+Custom vocabulary (`exporters.decoding.fusion`: NeMo's phrase boosting tree and n-gram LM) rides along the
+decoder: each decoder output is paired with the fusion models' context, started at NeMo's start-of-sequence
+step and moved on by every emitted token, so it carries from chunk to chunk with the decoder state. Only
+"joint" mode decides with it (the host sees the full row of logits).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import numpy as np
 from exporters.contract import Contract
 from exporters.decoding.chunking import (Chunk, Chunking, chunk_mel_frames, plan_chunks, raw_log_mel,
                                          renormalized, samples_per_frame, utterance_statistics)
+from exporters.decoding.fusion import Fusion, FusionModels, fused_decision
 from exporters.decoding.language_lock import LanguageLock
 from exporters.decoding.tdt import TdtHypothesis, decide_from_logits, greedy_tdt_decode
 from exporters.decoding.timestamps import (TokenTiming, WordTiming, group_words, punctuation_pieces,
@@ -93,11 +99,15 @@ class Transcriber:
 
     def __init__(self, runtimes: dict, contract: Contract, tokenizer, joint_mode: str = "joint",
                  fused_frontend: bool = False, chunking: Chunking = Chunking(), token_bias: np.ndarray | None = None,
-                 smaller_windows: tuple[WindowPackages, ...] = ()):
+                 smaller_windows: tuple[WindowPackages, ...] = (), fusion: FusionModels | None = None):
         """`runtimes` run the contract's window; `smaller_windows` are the export's other windows."""
         missing = set(components_needed(joint_mode, fused_frontend)) - set(runtimes)
         if missing:
             raise ValueError(f"missing components for {joint_mode}: {', '.join(sorted(missing))}")
+        if fusion is not None and joint_mode != "joint":
+            raise UserError(f"custom vocabulary (phrase boosting, LM) needs --joint-mode joint; {joint_mode} "
+                            "packages decide on the device and take no fusion scores")
+        self.fusion = fusion
         self.runtimes = runtimes
         self.contract = contract
         self.windows = sorted((*smaller_windows, WindowPackages(contract, runtimes)),
@@ -167,6 +177,8 @@ class Transcriber:
     def predict(self, token: int, state):
         """One decoder step: (decoder output [1, H, 1], (h, c)). In decode_step mode the decoder output is
         ([1, H, 1], (h, c)), and a token the last decode-step call chose from `state` costs no call."""
+        if self.fusion is not None:
+            return self.fused_predict(token, state)
         if self.joint_mode == "decode_step":
             pending = self.pending_context
             if pending is not None and pending.token == token and pending.source_state is state:
@@ -174,6 +186,14 @@ class Transcriber:
             output, new_state = self.decoder_step(token, state)
             return (output, new_state), new_state
         return self.decoder_step(token, state)
+
+    def fused_predict(self, token: int, state):
+        """(decoder output, fusion context), (h, c, fusion context): NeMo's start-of-sequence step (state None)
+        starts the fusion models, an emitted token moves them on."""
+        decoder_state, context = (None, None) if state is None else state
+        output, decoder_state = self.decoder_step(token, decoder_state)
+        context = self.fusion.start() if context is None else self.fusion.after(context, token)
+        return (output, context), (decoder_state, context)
 
     def decoder_step(self, token: int, state):
         """The decoder package on one token from (h, c) (None: zero state)."""
@@ -210,12 +230,17 @@ class Transcriber:
         last = {"decoder_output": None, "scores": None}
 
         def decide(frame, decoder_output):
+            context = None
+            if self.fusion is not None:
+                decoder_output, context = decoder_output
             if last["decoder_output"] is not decoder_output:
                 last["decoder_output"] = decoder_output
                 last["scores"] = package.predict(component.joint_feed(encoder, decoder_output, package_bias))
             scores = last["scores"]
             if self.joint_mode == "joint":
                 row = scores["logits"][0, frame, 0]
+                if context is not None:
+                    return fused_decision(row, split, context, self.token_bias)
                 if self.token_bias is not None:
                     row = np.concatenate([row[:split] + self.token_bias, row[split:]])
                 return decide_from_logits(row, split)
@@ -263,19 +288,19 @@ def default_joint_mode(components) -> str:
 def open_transcriber(packages_dir: Path, backend: str | None = None, joint_mode: str | None = None,
                      fused_frontend: bool = False, chunking: Chunking = Chunking(),
                      lock: LanguageLock | None = None, model_source: str | None = None,
-                     mapping: dict | None = None) -> Transcriber:
+                     mapping: dict | None = None, fusion: Fusion | None = None) -> Transcriber:
     """A Transcriber over the packages in a directory: this tool's export (metadata.json says which model), or
     any other converter's with `model_source`, the checkpoint they came from (its tokenizer decodes); `lock`
-    restricts its tokens (by script or list)."""
+    restricts its tokens (by script or list), `fusion` adds custom vocabulary."""
     from exporters.export_view import open_export
 
     view = open_export(packages_dir, model_source, mapping)
-    return view_transcriber(view, backend, joint_mode, fused_frontend, chunking, lock)
+    return view_transcriber(view, backend, joint_mode, fused_frontend, chunking, lock, fusion=fusion)
 
 
 def view_transcriber(view, backend: str | None = None, joint_mode: str | None = None, fused_frontend: bool = False,
                      chunking: Chunking = Chunking(), lock: LanguageLock | None = None,
-                     command: str = "transcribe") -> Transcriber:
+                     command: str = "transcribe", fusion: Fusion | None = None) -> Transcriber:
     """A Transcriber over the packages of an ExportView (any export directory); `command` names what needs it in
     the error an export without the packages gets."""
     contract, judged, packages_dir = view.contract, view.judged, view.directory
@@ -294,4 +319,5 @@ def view_transcriber(view, backend: str | None = None, joint_mode: str | None = 
                     for window in contract.window_contracts()[:-1])
     tokenizer = view.tokenizer()
     bias = None if lock is None else lock.bias(tokenizer, contract.model.num_token_logits)
-    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking, bias, smaller)
+    models = None if fusion is None else fusion.models(view.nemo_tokenizer(), contract.model.vocab_size)
+    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking, bias, smaller, models)
