@@ -627,6 +627,14 @@ def open_or_skip():
 
 
 @pytest.fixture(scope="session")
+def sentences_lm(load_subject, tmp_path_factory):
+    """A token trigram of the sentences model from its training corpus (tests/custom_vocabulary.py), as ARPA."""
+    from tests.custom_vocabulary import write_sentences_lm
+
+    return write_sentences_lm(tmp_path_factory.mktemp("lm") / "sentences.arpa", load_subject("sentences").model.tokenizer)
+
+
+@pytest.fixture(scope="session")
 def load_subject():
     """subject(source): a model under test by load_model source, loaded once per session."""
     return subject

@@ -16,6 +16,10 @@ Layout decisions (made once, here):
 - joint_decision takes an optional `token_bias` [V + 1], added to the token logits before every choice
   (argmax, softmax, top-K): a language lock puts a large negative number on the tokens it forbids.
   Left out, it is zero (Core ML fills the declared default).
+- The decision packages also take an optional `fusion_scores` [V] (custom vocabulary: NeMo's boosting tree and
+  n-gram LM scores × alpha, summed): when the choice on the (biased) V + 1 token logits is a token, the label is
+  the argmax of the V non-blank logits plus these scores; blank stays blank, the duration, `token_prob` and
+  top-K are those of the logits without them. Left out, it is zero and the choice is the plain argmax.
 - The single-step joint_decision names its inputs `encoder_step` / `decoder_step`, as FluidAudio's
   JointDecisionv3 does (a streaming loop feeds it one encoder frame and one decoder step).
 - decode_step is the single step plus the prediction network on the chosen token: it takes the carried
@@ -53,6 +57,7 @@ DEFAULT_TOP_K = 8
 # The Neural Engine compiler rejects a tensor with a larger dimension (the whole package then runs on CPU/GPU).
 NEURAL_ENGINE_MAX_DIMENSION = 16384
 TOKEN_BIAS = "token_bias"
+FUSION_SCORES = "fusion_scores"
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,12 @@ class ComponentContract:
         input missing there is left out."""
         return {spec.name: values[spec.name] for spec in self.inputs if spec.name in values or not spec.optional}
 
-    def joint_feed(self, encoder, decoder, token_bias=None) -> dict:
-        """A joint package's inputs by role (its first two inputs are the encoder and decoder ones)."""
-        feed = {self.inputs[0].name: encoder, self.inputs[1].name: decoder}
-        return feed if token_bias is None else {**feed, TOKEN_BIAS: token_bias}
+    def joint_feed(self, encoder, decoder, token_bias=None, fusion_scores=None) -> dict:
+        """A joint package's inputs by role (its first two inputs are the encoder and decoder ones); the optional
+        ones only when given."""
+        optional = {TOKEN_BIAS: token_bias, FUSION_SCORES: fusion_scores}
+        return {self.inputs[0].name: encoder, self.inputs[1].name: decoder,
+                **{name: value for name, value in optional.items() if value is not None}}
 
     def decoder_feed(self, token: int, h, c) -> dict:
         """The decoder package's inputs by role: one previous token and the LSTM state (h, c) it continues from."""
@@ -244,6 +251,10 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
     token_bias = TensorSpec(TOKEN_BIAS, (spec.num_token_logits,), FP32,
                             "optional: added to the V + 1 token logits before every choice (0 when left out)",
                             default=0.0)
+    fusion_scores = TensorSpec(FUSION_SCORES, (spec.vocab_size,), FP32,
+                               "optional: added to the V non-blank token logits to pick the label of a token "
+                               "(custom vocabulary; 0 when left out)", default=0.0)
+    choice_inputs = (token_bias, fusion_scores)
 
     def decision_outputs(frames: int) -> tuple[TensorSpec, ...]:
         grid = (1, frames, DECODER_STEPS)
@@ -267,12 +278,13 @@ def build_contract(spec: ModelSpec, mel_frames: int, encoder_frames: int,
         ComponentContract("decoder", decoder_inputs, decoder_outputs),
         ComponentContract("joint", joint_inputs(encoder_frames), (logits,), windowed=True),
         ComponentContract("mel_encoder", audio, encoded, waveform_input=True, windowed=True),
-        ComponentContract("joint_decision", (*joint_inputs(encoder_frames), token_bias),
+        ComponentContract("joint_decision", (*joint_inputs(encoder_frames), *choice_inputs),
                           decision_outputs(encoder_frames), windowed=True),
-        ComponentContract("joint_decision_single_step", (*joint_inputs(1, ("encoder_step", "decoder_step")), token_bias),
+        ComponentContract("joint_decision_single_step", (*joint_inputs(1, ("encoder_step", "decoder_step")),
+                                                         *choice_inputs),
                           decision_outputs(1)),
         ComponentContract("decode_step", (*joint_inputs(1, ("encoder_step", "decoder_step")), *decoder_inputs[2:],
-                                          token_bias),
+                                          *choice_inputs),
                           (*decision_outputs(1), *next_context)),
     ]
     chosen_components = {c.name: replace(c, package_stem=chosen.package_stems.get(c.name, ""))

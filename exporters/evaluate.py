@@ -14,6 +14,7 @@ Agreement with NeMo, per file and in total:
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from exporters.decoding.chunking import samples_per_frame
 from exporters.decoding.language_lock import WORD_BOUNDARY
 from exporters.errors import UserError
 from exporters.interrupts import counting, one_done
-from exporters.wer import char_error_rate, word_error_rate
+from exporters.wer import char_error_rate, normalize_text, word_error_rate
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,19 @@ def nemo_cut_frames(references: list[Decisions], clips: list[np.ndarray], tokeni
             for ref, clip in zip(references, clips)]
 
 
+def phrase_hits(phrases: tuple[str, ...], references: list[str], hypotheses: list[str]) -> tuple[int, int]:
+    """(occurrences of the phrases in the references, how many of them the hypotheses hold too): per file and
+    phrase, the smaller count of whole-word matches, over normalized texts."""
+    patterns = [re.compile(rf"(?<!\S){re.escape(normalize_text(phrase))}(?!\S)") for phrase in phrases]
+    occurring = recalled = 0
+    for reference, hypothesis in zip(references, hypotheses):
+        for pattern in patterns:
+            wanted = len(pattern.findall(normalize_text(reference)))
+            occurring += wanted
+            recalled += min(wanted, len(pattern.findall(normalize_text(hypothesis))))
+    return occurring, recalled
+
+
 @dataclass
 class Report:
     system: str
@@ -124,6 +138,7 @@ class Report:
     compression: str | None = None
     right_context: dict[str, RightContext] = field(default_factory=dict)  # system -> flips
     errors: list[dict] = field(default_factory=list)  # files not evaluated: audio_filepath, error
+    fusion: object = None  # the custom vocabulary decoded with (exporters.decoding.fusion.Fusion), if any
 
     @property
     def summary(self) -> dict:
@@ -144,6 +159,12 @@ class Report:
                 "duration_agreement": sum(f.durations_equal for f in compared) / paired if paired else 1.0,
                 "nemo_wer": word_error_rate([f.reference for f in compared], [f.nemo_hypothesis for f in compared]),
             }
+        if self.fusion is not None and self.fusion.phrases:
+            occurring, recalled = phrase_hits(self.fusion.phrases, refs, hyps)
+            summary |= {"phrase_occurrences": occurring, "phrase_recall": recalled / occurring if occurring else None}
+            if compared:
+                _, nemo_recalled = phrase_hits(self.fusion.phrases, refs, [f.nemo_hypothesis for f in compared])
+                summary["nemo_phrase_recall"] = nemo_recalled / occurring if occurring else None
         return summary
 
     def to_dict(self) -> dict:
@@ -154,6 +175,7 @@ class Report:
         return {"system": self.system, "manifest": self.manifest, "compression": self.compression,
                 "measured": {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                              "host": host_description()},
+                "custom_vocabulary": None if self.fusion is None else self.fusion.describe(),
                 "package_bytes": self.package_bytes, "summary": self.summary,
                 "right_context": {name: asdict(flips) for name, flips in self.right_context.items()},
                 "files": [asdict(f) for f in self.files], "errors": self.errors}
@@ -307,7 +329,7 @@ def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend:
     used = {name: package_bytes(view.packages[name].path) for name in transcriber.runtimes}
     variants = set(view.compressed.values())
     report = Report(str(packages_dir), reference.name, files, used, ",".join(sorted(variants)) or "none",
-                    errors=reference.errors)
+                    errors=reference.errors, fusion=fusion)
     if right_context:
         decide = lambda batch: [transcriber.transcribe(clip).decisions() for clip in batch]  # noqa: E731
         report.right_context = {
@@ -336,7 +358,7 @@ def evaluate_nemo(model_source: str, manifest: Path | None = None, model=None, r
     files = [file_result(path, text, decisions, len(clip) / sample_rate, seconds, None)
              for (path, text), clip, decisions, seconds
              in zip(reference.entries, reference.clips, reference.decisions, reference.seconds)]
-    report = Report(f"NeMo {model_source}", name, files, errors=reference.errors)
+    report = Report(f"NeMo {model_source}", name, files, errors=reference.errors, fusion=fusion)
     if right_context:
         report.right_context = {"nemo": reference.right_context}
     return report
@@ -354,6 +376,8 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
                        ("duration_agreement", "duration agreement with NeMo")):
         if key in summary:
             rows.append((label, f"{summary[key]:.2%}"))
+    if summary.get("phrase_occurrences"):
+        rows.append(("phrase recall", f"{summary['phrase_recall']:.2%} of {summary['phrase_occurrences']}"))
     if summary["rtfx"]:
         rows.append(("RTFx", f"{summary['rtfx']:.1f}"))
     if summary["package_bytes"]:

@@ -195,6 +195,10 @@ class ExportView:
             return runtime
         return AdaptedRuntime(runtime, package, self.contract[component])
 
+    def takes(self, component: str, name: str) -> bool:
+        """Whether a package takes an input of the contract (ours: every one; another converter's: if it has it)."""
+        return self.origin == OURS or name in self.packages[component].inputs
+
     def tokenizer(self):
         """A SentencePiece processor: the export's own (ours), else the model's."""
         import sentencepiece as spm

@@ -22,7 +22,8 @@ from exporters.memory import process_peak_rss_mb
 #    compression.
 # 5: "files" holds the sha256 of every other file an export is read by (tokenizer, vocabulary), and the
 #    contract is checked when metadata.json is read.
-SCHEMA_VERSION = 5
+# 6: the decision packages (joint_decision, its single step, decode_step) take an optional fusion_scores.
+SCHEMA_VERSION = 6
 FILENAME = "metadata.json"
 PACKAGE_SUFFIX = ".mlpackage"
 

@@ -228,9 +228,9 @@ def nemo_decoder_sequence(model, tokens: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def nemo_transcriber(model, contract: Contract, joint_mode: str = "joint", chunking=None, fused_frontend=False,
-                     token_bias: np.ndarray | None = None):
+                     token_bias: np.ndarray | None = None, fusion=None):
     """The package transcriber's exact chunking and loop, with NeMo's modules (each window as a file)
-    in place of packages."""
+    in place of packages (and the same custom vocabulary `fusion`, advanced the same way)."""
     import sentencepiece as spm
 
     from exporters.decoding.chunking import Chunking
@@ -238,7 +238,9 @@ def nemo_transcriber(model, contract: Contract, joint_mode: str = "joint", chunk
 
     tokenizer = spm.SentencePieceProcessor(model_proto=model.tokenizer.tokenizer.serialized_model_proto())
     runtimes = {name: nemo_runtime(model, contract, name) for name in components_needed(joint_mode, fused_frontend)}
-    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking or Chunking(), token_bias)
+    models = None if fusion is None else fusion.models(model.tokenizer, contract.model.vocab_size)
+    return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking or Chunking(), token_bias,
+                       fusion=models)
 
 
 def nemo_transcribe_window(model, audio_signal: np.ndarray, audio_length: np.ndarray):

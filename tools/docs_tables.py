@@ -6,7 +6,8 @@
 
 Each table sits in a docs page between `<!-- table: NAME -->` and `<!-- end table -->`. For benchmarks NAME picks
 them (a substring of their names, `|` for several); `<!-- table: evaluate MANIFEST -->` takes the evaluate reports
-on that manifest (for example "held-out set of sentences"), one row per export. The table is replaced whole,
+on that manifest (for example "held-out set of sentences"), one row per export; `<!-- table: custom vocabulary
+MANIFEST -->` the reports decoded with phrase boosting or an LM, one row per setting. The table is replaced whole,
 with the host (CPU, family/model, vector instruction set, cores), the versions, the date and the command that
 made it: a new run replaces the old figures, history lives in git. A table no file given has figures for is
 left as it is.
@@ -62,6 +63,7 @@ def table(run: dict, name: str) -> str | None:
 
 VARIANT_ORDER = ("none", "int8", "palette8", "palette6", "palette4", "int4-block32", "mixed")
 EVALUATE = "evaluate "
+CUSTOM_VOCABULARY = "custom vocabulary "
 
 
 def percent(value: float) -> str:
@@ -85,19 +87,57 @@ def evaluate_row(report: dict) -> str:
 
 
 def evaluate_table(reports: list[dict], manifest: str) -> str | None:
-    chosen = [r for r in reports if r["manifest"] == manifest and "token_agreement" in r["summary"]]
+    chosen = [r for r in reports if r["manifest"] == manifest and "token_agreement" in r["summary"]
+              and not r.get("custom_vocabulary")]
     if not chosen:
         return None
     chosen.sort(key=lambda r: VARIANT_ORDER.index(r["compression"]) if r["compression"] in VARIANT_ORDER else 99)
-    host = chosen[0]["measured"]["host"]
-    versions = ", ".join(f"{name} {value}" for name, value in host["versions"].items())
     lines = ["| variant | bytes of the packages used | files with NeMo's decisions | token agreement | WER | "
              "NeMo's WER | right-context flips | NeMo's flips |", "|---|---|---|---|---|---|---|---|",
              *map(evaluate_row, chosen)]
-    return ("\n".join(lines) + f"\n\n{host['cpu']} (family/model {host['cpu_family_model']}, "
-            f"{host['cpu_capability']}), {host['cores']} cores; {versions}; {chosen[0]['measured']['date'][:10]}. "
-            "Command: `uv run parakeet-coreml evaluate --packages DIR --right-context --report "
-            "eval/NAME.json` per export, then `uv run python tools/docs_tables.py eval/*.json`.\n")
+    return ("\n".join(lines) + f"\n\n{measured_on(chosen[0])}. Command: `uv run parakeet-coreml evaluate --packages "
+            "DIR --right-context --report eval/NAME.json` per export, then `uv run python tools/docs_tables.py "
+            "eval/*.json`.\n")
+
+
+def measured_on(report: dict) -> str:
+    host = report["measured"]["host"]
+    versions = ", ".join(f"{name} {value}" for name, value in host["versions"].items())
+    return (f"{host['cpu']} (family/model {host['cpu_family_model']}, {host['cpu_capability']}), {host['cores']} "
+            f"cores; {versions}; {report['measured']['date'][:10]}")
+
+
+def setting(fusion: dict) -> str:
+    parts = []
+    if fusion["phrases"]:
+        parts.append(f"{len(fusion['phrases'])} phrases, `--boost-alpha {fusion['boost_alpha']:g}`")
+    if fusion["lm"]:
+        parts.append(f"LM, `--lm-alpha {fusion['lm_alpha']:g}`")
+    return " + ".join(parts)
+
+
+def recall(summary: dict, key: str) -> str:
+    return "–" if summary.get(key) is None else f"{summary[key] * 100:.0f} % of {summary['phrase_occurrences']}"
+
+
+def custom_vocabulary_table(reports: list[dict], manifest: str) -> str | None:
+    chosen = [r for r in reports if r["manifest"] == manifest and r.get("custom_vocabulary")
+              and "token_agreement" in r["summary"]]
+    if not chosen:
+        return None
+    chosen.sort(key=lambda r: (bool(r["custom_vocabulary"]["lm"]), r["custom_vocabulary"]["boost_alpha"],
+                               r["custom_vocabulary"]["lm_alpha"]))
+    lines = ["| setting | phrase recall | NeMo's phrase recall | WER | NeMo's WER | files with NeMo's decisions |",
+             "|---|---|---|---|---|---|"]
+    for report in chosen:
+        summary = report["summary"]
+        identical = round(summary["decisions_identical"] * summary["files"])
+        lines.append(f"| {setting(report['custom_vocabulary'])} | {recall(summary, 'phrase_recall')} | "
+                     f"{recall(summary, 'nemo_phrase_recall')} | {percent(summary['wer'])} | "
+                     f"{percent(summary['nemo_wer'])} | {identical}/{summary['files']} |")
+    return ("\n".join(lines) + f"\n\n{measured_on(chosen[0])}. Command: `uv run parakeet-coreml evaluate --packages DIR "
+            "--boost-phrases PHRASES --boost-alpha A [--lm LM --lm-alpha B] --report eval/NAME.json` per setting, then "
+            "`uv run python tools/docs_tables.py eval/*.json`.\n")
 
 
 def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
@@ -106,8 +146,12 @@ def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
 
     def fill(match: re.Match) -> str:
         name = match["name"]
-        made = evaluate_table(list(reports), name[len(EVALUATE):]) if name.startswith(EVALUATE) else \
-            table(run, name)
+        if name.startswith(EVALUATE):
+            made = evaluate_table(list(reports), name[len(EVALUATE):])
+        elif name.startswith(CUSTOM_VOCABULARY):
+            made = custom_vocabulary_table(list(reports), name[len(CUSTOM_VOCABULARY):])
+        else:
+            made = table(run, name)
         if made is None:
             return match.group(0)
         replaced.append(match["name"])

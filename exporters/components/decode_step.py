@@ -26,7 +26,7 @@ def next_context(token_id: torch.Tensor, blank_id: int, carried: tuple[torch.Ten
 
 
 class DecodeStepWrapper(torch.nn.Module):
-    """encoder_step [1, D, 1], decoder_step [1, H, 1], h_in/c_in [L, 1, H], token_bias [V + 1] →
+    """encoder_step [1, D, 1], decoder_step [1, H, 1], h_in/c_in [L, 1, H], token_bias [V + 1], fusion_scores [V] →
     token_id, token_prob, duration [1, 1, 1], top_k_ids, top_k_logits [1, 1, 1, K], and the next
     context decoder [1, H, 1], h_out, c_out."""
 
@@ -36,8 +36,8 @@ class DecodeStepWrapper(torch.nn.Module):
         self.decoder = decoder
         self.blank_id = blank_id
 
-    def forward(self, encoder_step, decoder_step, h_in, c_in, token_bias):
-        decisions = self.decision(encoder_step, decoder_step, token_bias)
+    def forward(self, encoder_step, decoder_step, h_in, c_in, token_bias, fusion_scores):
+        decisions = self.decision(encoder_step, decoder_step, token_bias, fusion_scores)
         token_id = decisions[0]
         predicted = self.decoder(token_id.reshape(1, 1), torch.ones(1, dtype=torch.int32), h_in, c_in)
         return (*decisions, *next_context(token_id, self.blank_id, (decoder_step, h_in, c_in), predicted))
@@ -52,8 +52,8 @@ def nemo_decode_step(model, contract: Contract):
     """NeMo's joint decision on the carried context, then NeMo's predict on the chosen token (kept on blank)."""
     decide, predict = nemo_joint_decision(model, contract), nemo_decoder(model, contract)
 
-    def run(encoder_step, decoder_step, h_in, c_in, token_bias):
-        decisions = decide(encoder_step, decoder_step, token_bias)
+    def run(encoder_step, decoder_step, h_in, c_in, token_bias, fusion_scores):
+        decisions = decide(encoder_step, decoder_step, token_bias, fusion_scores)
         predicted = predict(decisions[0].reshape(1, 1), torch.ones(1, dtype=torch.int32), h_in, c_in)
         return (*decisions, *next_context(decisions[0], contract.model.blank_id, (decoder_step, h_in, c_in),
                                           predicted))

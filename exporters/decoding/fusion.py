@@ -7,8 +7,9 @@ blank / non-blank choice of the unbiased scores, and when that choice is a token
 biased ones; the duration is chosen as before. A model's state moves on with each emitted token.
 
 Here the models are NeMo's own classes (`NGramGPULanguageModel`, `GPUBoostingTreeModel` built by
-`from_config` with the model's tokenizer), run on the CPU with batch 1; only the choice is written here, on
-the joint package's full row of logits (the decision packages take no fusion scores yet).
+`from_config` with the model's tokenizer), run on the CPU with batch 1; the choice is written here for
+the joint package's full row of logits; the decision packages take the summed scores (`fusion_scores`) and make
+the same choice in their graph.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class Fusion:
                 raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
         if not self.phrases and self.lm is None:
             raise UserError("fusion needs key phrases or an LM")
+
+    def describe(self) -> dict:
+        """What a report records of it."""
+        return {"phrases": list(self.phrases), "boost_alpha": self.boost_alpha, "boost_score": self.boost_score,
+                "depth_scaling": self.depth_scaling, "lm": None if self.lm is None else str(self.lm),
+                "lm_alpha": self.lm_alpha}
 
     def nemo_greedy_options(self) -> dict:
         """The same settings as NeMo's decoding.greedy options (for change_decoding_strategy)."""
@@ -180,7 +187,8 @@ class FusionModels:
                 model_scores, model_candidates = model.advance(states=state)
                 scores.append(model_scores.to(torch.float32) * alpha)
                 candidates.append(model_candidates)
-        return FusionContext(states, scores, candidates)
+        total = sum(scores[1:], scores[0].clone())[0].numpy()
+        return FusionContext(states, scores, candidates, total)
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,7 @@ class FusionContext:
     states: list
     scores: list  # per model, [1, V] float32, alpha applied
     candidates: list  # per model, [1, V] next states
+    total: np.ndarray  # [V] float32: the scores summed, what a decision package is fed
 
 
 def fused_decision(logits_row: np.ndarray, num_token_logits: int, context: FusionContext,

@@ -25,8 +25,9 @@ before every choice: fed to the joint_decision packages, added on the host in "j
 
 Custom vocabulary (`exporters.decoding.fusion`: NeMo's phrase boosting tree and n-gram LM) rides along the
 decoder: each decoder output is paired with the fusion models' context, started at NeMo's start-of-sequence
-step and moved on by every emitted token, so it carries from chunk to chunk with the decoder state. Only
-"joint" mode decides with it (the host sees the full row of logits).
+step and moved on by every emitted token, so it carries from chunk to chunk with the decoder state. "joint"
+mode decides with it on the host (the full row of logits); the decision packages are fed its summed scores
+(`fusion_scores`) and choose with NeMo's semantics themselves.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.contract import Contract
+from exporters.contract import FUSION_SCORES, Contract
 from exporters.decoding.chunking import (Chunk, Chunking, chunk_mel_frames, plan_chunks, raw_log_mel,
                                          renormalized, samples_per_frame, utterance_statistics)
 from exporters.decoding.fusion import Fusion, FusionModels, fused_decision
@@ -104,9 +105,6 @@ class Transcriber:
         missing = set(components_needed(joint_mode, fused_frontend)) - set(runtimes)
         if missing:
             raise ValueError(f"missing components for {joint_mode}: {', '.join(sorted(missing))}")
-        if fusion is not None and joint_mode != "joint":
-            raise UserError(f"custom vocabulary (phrase boosting, LM) needs --joint-mode joint; {joint_mode} "
-                            "packages decide on the device and take no fusion scores")
         self.fusion = fusion
         self.runtimes = runtimes
         self.contract = contract
@@ -179,6 +177,10 @@ class Transcriber:
         ([1, H, 1], (h, c)), and a token the last decode-step call chose from `state` costs no call."""
         if self.fusion is not None:
             return self.fused_predict(token, state)
+        return self.plain_predict(token, state)
+
+    def plain_predict(self, token: int, state):
+        """The decoder step alone, without the custom vocabulary's context."""
         if self.joint_mode == "decode_step":
             pending = self.pending_context
             if pending is not None and pending.token == token and pending.source_state is state:
@@ -191,7 +193,7 @@ class Transcriber:
         """(decoder output, fusion context), (h, c, fusion context): NeMo's start-of-sequence step (state None)
         starts the fusion models, an emitted token moves them on."""
         decoder_state, context = (None, None) if state is None else state
-        output, decoder_state = self.decoder_step(token, decoder_state)
+        output, decoder_state = self.plain_predict(token, decoder_state)
         context = self.fusion.start() if context is None else self.fusion.after(context, token)
         return (output, context), (decoder_state, context)
 
@@ -209,11 +211,20 @@ class Transcriber:
         name = JOINT_COMPONENT[self.joint_mode]
         package, component = self.runtime(name, window), window.contract[name]
         package_bias = None if self.joint_mode == "joint" else self.token_bias
+
+        def fusion_scores(decoder_output):
+            """(decoder output, fusion scores to feed the package, or None; the fusion context, or None)."""
+            if self.fusion is None:
+                return decoder_output, None, None
+            decoder_output, context = decoder_output
+            return decoder_output, None if self.joint_mode == "joint" else context.total, context
+
         if self.joint_mode == "decode_step":
             def decide(frame, context):
-                decoder_output, state = context
+                (decoder_output, state), fused, _ = fusion_scores(context)
                 out = package.predict({**component.joint_feed(encoder[:, :, frame:frame + 1], decoder_output,
-                                                              package_bias), "h_in": state[0], "c_in": state[1]})
+                                                              package_bias, fused),
+                                       "h_in": state[0], "c_in": state[1]})
                 token = int(out["token_id"][0, 0, 0])
                 next_state = (out["h_out"], out["c_out"])
                 self.pending_context = PendingContext(token, state, (out["decoder"], next_state), next_state)
@@ -221,8 +232,9 @@ class Transcriber:
             return decide
         if self.joint_mode == "single_step":
             def decide(frame, decoder_output):
+                decoder_output, fused, _ = fusion_scores(decoder_output)
                 out = package.predict(component.joint_feed(encoder[:, :, frame:frame + 1], decoder_output,
-                                                           package_bias))
+                                                           package_bias, fused))
                 return int(out["token_id"][0, 0, 0]), int(out["duration"][0, 0, 0])
             return decide
 
@@ -230,12 +242,10 @@ class Transcriber:
         last = {"decoder_output": None, "scores": None}
 
         def decide(frame, decoder_output):
-            context = None
-            if self.fusion is not None:
-                decoder_output, context = decoder_output
+            decoder_output, fused, context = fusion_scores(decoder_output)
             if last["decoder_output"] is not decoder_output:
                 last["decoder_output"] = decoder_output
-                last["scores"] = package.predict(component.joint_feed(encoder, decoder_output, package_bias))
+                last["scores"] = package.predict(component.joint_feed(encoder, decoder_output, package_bias, fused))
             scores = last["scores"]
             if self.joint_mode == "joint":
                 row = scores["logits"][0, frame, 0]
@@ -319,5 +329,8 @@ def view_transcriber(view, backend: str | None = None, joint_mode: str | None = 
                     for window in contract.window_contracts()[:-1])
     tokenizer = view.tokenizer()
     bias = None if lock is None else lock.bias(tokenizer, contract.model.num_token_logits)
+    if fusion is not None and joint_mode != "joint" and not view.takes(JOINT_COMPONENT[joint_mode], FUSION_SCORES):
+        raise UserError(f"custom vocabulary (phrase boosting, LM) needs --joint-mode joint with this export: its "
+                        f"{view.packages[JOINT_COMPONENT[joint_mode]].path.name} takes no {FUSION_SCORES}")
     models = None if fusion is None else fusion.models(view.nemo_tokenizer(), contract.model.vocab_size)
     return Transcriber(runtimes, contract, tokenizer, joint_mode, fused_frontend, chunking, bias, smaller, models)

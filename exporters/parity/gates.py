@@ -155,27 +155,33 @@ def joint_gate(gate: GateContext, package: Runtime, case: str, encoder: np.ndarr
             gate.compare("joint", "duration_logits", case, expected[..., split:], actual[..., split:])]
 
 
-def nemo_decisions(gate: GateContext, encoder: np.ndarray, decoder: np.ndarray,
-                   token_bias: np.ndarray | None) -> tuple[dict, dict]:
+def nemo_decisions(gate: GateContext, encoder: np.ndarray, decoder: np.ndarray, token_bias: np.ndarray | None,
+                   fusion_scores: np.ndarray | None = None) -> tuple[dict, dict]:
     """NeMo's choices on every frame of `encoder` for one decoder output, each [1, T, 1(, K)], and the
-    margins the decision rows are judged by (token_bias added to NeMo's token logits first)."""
+    margins the decision rows are judged by (token_bias added to NeMo's token logits first; with fusion_scores,
+    a token's label is also judged by the margin of its fused choice)."""
     split = gate.contract.model.num_token_logits
     with torch.no_grad():
         logits = nemo_joint_logits(gate.model, torch.from_numpy(encoder), torch.from_numpy(decoder))
-    bias = None if token_bias is None else torch.from_numpy(token_bias)
+    bias, fusion = (None if value is None else torch.from_numpy(value) for value in (token_bias, fusion_scores))
     expected = {output: value.numpy() for output, value in
-                zip(DECISION_OUTPUTS, decisions_from_logits(logits, split, gate.contract.top_k, bias))}
+                zip(DECISION_OUTPUTS, decisions_from_logits(logits, split, gate.contract.top_k, bias, fusion))}
     token_logits = logits[..., :split].numpy() + (0 if token_bias is None else token_bias)
-    margins = {"token_id": top1_margin(token_logits), "duration": top1_margin(logits[..., split:].numpy()),
+    token_margin = top1_margin(token_logits)
+    if fusion_scores is not None:
+        token_margin = np.minimum(token_margin, top1_margin(token_logits[..., :-1] + fusion_scores))
+    margins = {"token_id": token_margin, "duration": top1_margin(logits[..., split:].numpy()),
                "top_k_ids": rank_margins(token_logits, gate.contract.top_k)}
     return expected, margins
 
 
 def joint_decision_gate(gate: GateContext, name: str, package: Runtime, case: str, encoder: np.ndarray,
-                        decoder_steps: list[np.ndarray], token_bias: np.ndarray | None = None) -> list[Diff]:
+                        decoder_steps: list[np.ndarray], token_bias: np.ndarray | None = None,
+                        fusion_scores: np.ndarray | None = None) -> list[Diff]:
     """token_id, duration and top_k_ids equal NeMo's choices where NeMo's margins are clear; token_prob and
     top_k_logits within tolerance. With `token_bias`, it is fed to the package and added to NeMo's token
-    logits before NeMo's choices; without, the package's default applies.
+    logits before NeMo's choices; without, the package's default applies. `fusion_scores` likewise, a
+    token relabelled as NeMo's fusion does.
 
     The grid is (T, U); the single-step package is called once per encoder frame.
     """
@@ -183,10 +189,11 @@ def joint_decision_gate(gate: GateContext, name: str, package: Runtime, case: st
     frames = component.inputs[0].shape[-1]
     expected, actual, margins = [], [], []
     for decoder in decoder_steps:
-        nemo, margin = nemo_decisions(gate, encoder, decoder, token_bias)
+        nemo, margin = nemo_decisions(gate, encoder, decoder, token_bias, fusion_scores)
         expected.append(nemo)
         margins.append(margin)
-        steps = [package.predict(component.joint_feed(encoder[:, :, start:start + frames], decoder, token_bias))
+        steps = [package.predict(component.joint_feed(encoder[:, :, start:start + frames], decoder, token_bias,
+                                                      fusion_scores))
                  for start in range(0, encoder.shape[-1], frames)]
         actual.append({output: np.concatenate([step[output] for step in steps], axis=1)
                        for output in decision_outputs(steps[0])})
@@ -221,7 +228,8 @@ def nemo_decoder_contexts(gate: GateContext, tokens: np.ndarray) -> list[dict]:
 
 
 def decode_step_gate(gate: GateContext, name: str, package: Runtime, case: str, encoder: np.ndarray,
-                     contexts: list[dict], token_bias: np.ndarray | None = None) -> list[Diff]:
+                     contexts: list[dict], token_bias: np.ndarray | None = None,
+                     fusion_scores: np.ndarray | None = None) -> list[Diff]:
     """One call per (context, encoder frame): the decision rows as joint_decision's against NeMo's choices,
     and the context it returns against NeMo's predict of the token the package chose from that context
     (the context unchanged when it chose blank)."""
@@ -231,13 +239,14 @@ def decode_step_gate(gate: GateContext, name: str, package: Runtime, case: str, 
     carried = ("decoder", "h_out", "c_out")
     expected, actual, margins, next_expected, next_actual = [], [], [], [], []
     for context in contexts:
-        nemo, margin = nemo_decisions(gate, encoder, context["decoder_step"], token_bias)
+        nemo, margin = nemo_decisions(gate, encoder, context["decoder_step"], token_bias, fusion_scores)
         expected.append(nemo)
         margins.append(margin)
         predicted = {}
         steps = []
         for frame in range(encoder.shape[-1]):
-            feed = {**component.joint_feed(encoder[:, :, frame:frame + 1], context["decoder_step"], token_bias),
+            feed = {**component.joint_feed(encoder[:, :, frame:frame + 1], context["decoder_step"], token_bias,
+                                           fusion_scores),
                     "h_in": context["h_in"], "c_in": context["c_in"]}
             step = package.predict(feed)
             steps.append(step)

@@ -51,6 +51,48 @@ def test_single_step_with_and_without_lock(benchmark, record_run, host, backend,
                precision=precision, model="tiny", host=host, component=name, lock=lock)
 
 
+FUSIONS = ("boost", "lm", "boost+lm")
+
+
+def sentences_fusion(kind: str, lm_path):
+    from exporters.decoding.fusion import Fusion
+    from tests.custom_vocabulary import SENTENCE_PHRASES
+
+    return Fusion(SENTENCE_PHRASES if "boost" in kind else (), lm=lm_path if "lm" in kind else None)
+
+
+@pytest.mark.parametrize("kind", FUSIONS)
+def test_fusion_advance_per_token(benchmark, record_run, host, load_subject, sentences_lm, kind):
+    """Coverage: the host's cost per emitted token of custom vocabulary: NeMo's boosting tree and/or the sentences
+    trigram moved on by one token and scored over the vocabulary (what an app does per token beside the packages'
+    decode step, `test_decode_step_with_and_without_fusion_scores`)."""
+    subject = load_subject("sentences")
+    model = subject.model
+    models = sentences_fusion(kind, sentences_lm).models(model.tokenizer, model.tokenizer.vocab_size)
+    start = models.start()
+    token = model.tokenizer.text_to_ids("happy")[0]
+    benchmark(models.after, start, token)
+    record_run(benchmark, audio_seconds=window_seconds(subject.contract) / subject.contract.encoder_frames,
+               backend="host", precision="fp32", model="sentences", host=host, fusion=kind)
+
+
+@pytest.mark.parametrize("fusion", ["absent", "fed"])
+def test_decode_step_with_and_without_fusion_scores(benchmark, record_run, host, backend, load_subject, fusion,
+                                                    open_or_skip):
+    """Coverage: one decode_step call of the sentences model with fusion_scores left out (its default) or fed."""
+    from exporters.contract import FUSION_SCORES
+
+    subject = load_subject("sentences")
+    name = "decode_step"
+    package = open_or_skip(subject.packages("fp32") / subject.contract[name].package_name, backend)
+    inputs = example_inputs(subject.contract[name])
+    if fusion == "absent":
+        inputs.pop(FUSION_SCORES)
+    benchmark(package.predict, inputs)
+    record_run(benchmark, audio_seconds=window_seconds(subject.contract) / subject.contract.encoder_frames,
+               backend=backend, precision="fp32", model="sentences", host=host, component=name, fusion=fusion)
+
+
 @pytest.mark.parametrize("name", list(COMPONENTS))
 def test_component_on_nemo(benchmark, record_run, host, tiny_model, tiny_contract, name):
     """Coverage: the same call computed by NeMo's own modules (torch, CPU)."""

@@ -45,6 +45,17 @@ def non_blank_tokens(tiny_contract):
 
 
 @pytest.fixture(scope="session")
+def fusion_scores(tiny_contract):
+    """Scores like a boosting tree's and an LM's together: up to +8 on a tenth of the tokens, -3..0 elsewhere,
+    large enough to relabel most tokens of a random-weight model."""
+    rng = np.random.default_rng(7)
+    size = tiny_contract.model.vocab_size
+    scores = rng.uniform(-3, 0, size).astype(np.float32)
+    scores[rng.choice(size, size // 10, replace=False)] = rng.uniform(4, 8, size // 10)
+    return scores
+
+
+@pytest.fixture(scope="session")
 def lock_bias(tiny_contract):
     """A bias that forbids a third of the tokens (never blank) and nudges the rest by up to ±2."""
     rng = np.random.default_rng(5)

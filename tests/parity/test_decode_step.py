@@ -40,6 +40,14 @@ def test_decode_step_parity_with_token_bias(gate, open_package, contexts, lock_b
                                    steps, lock_bias))
 
 
+def test_decode_step_parity_with_fusion_scores(gate, open_package, contexts, fusion_scores, lock_bias):
+    """Coverage: with fusion scores and a lock's bias fed, decisions and the context after the chosen token equal
+    NeMo's with both."""
+    case, encoder, steps = contexts
+    assert_passed(decode_step_gate(gate, "decode_step", open_package("decode_step"), f"{case} fused", encoder,
+                                   steps, lock_bias, fusion_scores))
+
+
 def test_every_step_emitting_runs_the_prediction_network(gate, open_package, contexts, tiny_contract):
     """Coverage: with blank forbidden every call emits a token, so every returned context is the LSTM's
     step on it, checked against NeMo's predict."""

@@ -28,6 +28,18 @@ def test_joint_decision_parity_on_grid(gate, open_package, grid, name):
 
 
 @pytest.mark.parametrize("name", ["joint_decision", "joint_decision_single_step"])
+@pytest.mark.parametrize("with_lock", [False, True], ids=["fused", "fused+locked"])
+def test_joint_decision_parity_with_fusion_scores(gate, open_package, grid, name, fusion_scores, lock_bias, with_lock):
+    """Coverage: with fusion_scores fed (and a language lock's bias too), blank or not is NeMo's choice on the
+    (biased) logits and a token's label NeMo's on them plus the scores; probability, duration and top-K as
+    without fusion."""
+    case, encoder, decoder_steps = grid
+    bias = lock_bias if with_lock else None
+    assert_passed(joint_decision_gate(gate, name, open_package(name), f"{case} fused", encoder, decoder_steps,
+                                      bias, fusion_scores))
+
+
+@pytest.mark.parametrize("name", ["joint_decision", "joint_decision_single_step"])
 def test_joint_decision_parity_with_token_bias(gate, open_package, grid, name, lock_bias):
     """Coverage: with a token_bias fed, every choice (token, probability, top-K) equals NeMo's on NeMo's logits
     plus that bias."""

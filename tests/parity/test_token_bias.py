@@ -1,24 +1,28 @@
-"""joint_decision's optional token_bias: left out, it changes nothing and costs one add."""
+"""The decision packages' optional inputs: token_bias (a language lock) and fusion_scores (custom vocabulary).
+Left out, each changes nothing, bit for bit; token_bias costs one add."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from exporters.contract import TOKEN_BIAS
+from exporters.contract import FUSION_SCORES, TOKEN_BIAS
 from exporters.example_inputs import example_inputs
 from exporters.runtime.mil.program import load_package
 
 DECISION_PACKAGES = ["joint_decision", "joint_decision_single_step"]
+OPTIONAL_INPUTS = [TOKEN_BIAS, FUSION_SCORES]
 
 
-@pytest.mark.parametrize("name", DECISION_PACKAGES)
-def test_absent_bias_equals_zero_bias(tiny_contract, open_package, precision, name):
-    """Coverage: a call without token_bias returns exactly what a call with an all-zero bias returns."""
+@pytest.mark.parametrize("optional", OPTIONAL_INPUTS)
+@pytest.mark.parametrize("name", [*DECISION_PACKAGES, "decode_step"])
+def test_absent_input_equals_zeros(tiny_contract, open_package, precision, name, optional):
+    """Coverage: a call without the optional input returns exactly what a call with all zeros returns."""
     inputs = example_inputs(tiny_contract[name], seed=31)
     package = open_package(name)
-    without = package.predict({key: value for key, value in inputs.items() if key != TOKEN_BIAS})
-    with_zeros = package.predict({**inputs, TOKEN_BIAS: np.zeros(tiny_contract.model.num_token_logits, np.float32)})
+    without = package.predict({key: value for key, value in inputs.items() if key not in OPTIONAL_INPUTS})
+    zeros = np.zeros(tiny_contract[name].input(optional).shape, np.float32)
+    with_zeros = package.predict({**{k: v for k, v in inputs.items() if k not in OPTIONAL_INPUTS}, optional: zeros})
     for output in with_zeros:
         np.testing.assert_array_equal(without[output], with_zeros[output], err_msg=output)
 
