@@ -116,7 +116,7 @@ def load_lm(path: Path, vocab_size: int):
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"LM file {path} does not exist")
+        raise UserError(f"LM {path} is no file" if path.exists() else f"LM file {path} does not exist")
     if path.suffix != ".nemo":
         check_arpa_vocabulary(path, vocab_size)
     try:
@@ -159,6 +159,8 @@ def check_arpa_vocabulary(path: Path, vocab_size: int) -> None:
                                     f"id 0..{vocab_size - 1} written as chr(id + {NGRAM_TOKEN_OFFSET})")
     except UnicodeDecodeError as error:
         raise UserError(f"cannot read LM {path}: not UTF-8 ({error.reason})") from None
+    except OSError as error:
+        raise UserError(f"cannot read LM {path}: {error.strerror or error}") from None
     raise UserError(f"LM {path} is no complete ARPA file: it has no \\end\\")
 
 

@@ -229,6 +229,12 @@ def malformed_arpa(tmp_path):
     return path
 
 
+def binary_lm(tmp_path):
+    path = tmp_path / "binary.arpa"
+    path.write_bytes(b"\\data\\\n\xff\xfe\x00\x01" * 8)
+    return path
+
+
 def foreign_vocabulary_arpa(tmp_path):
     path = tmp_path / "big.arpa"
     path.write_text(token_arpa([[300, 301]], vocab_size=1024, order=2))
@@ -239,6 +245,9 @@ def foreign_vocabulary_arpa(tmp_path):
     ("empty phrases", "holds no phrase"),
     ("unencodable phrase", "cannot encode"),
     ("malformed ARPA", "not an ARPA unigram line"),
+    ("binary LM", "not UTF-8"),
+    ("LM folder", "is no file"),
+    ("missing LM", "does not exist"),
     ("truncated ARPA", "no \\end\\"),
     ("foreign LM", "does not match the model's tokenizer"),
     ("negative alpha", "--boost-alpha must be a finite number >= 0"),
@@ -255,6 +264,9 @@ def test_bad_custom_vocabulary_is_one_line(sentences_fp32, sentences_lm, tmp_pat
         "empty phrases": ["--boost-phrases", str(tmp_path / "empty.txt")],
         "unencodable phrase": ["--boost-phrases", str(tmp_path / "cyrillic.txt")],
         "malformed ARPA": ["--lm", str(malformed_arpa(tmp_path))],
+        "binary LM": ["--lm", str(binary_lm(tmp_path))],
+        "LM folder": ["--lm", str(tmp_path)],
+        "missing LM": ["--lm", str(tmp_path / "missing.arpa")],
         "truncated ARPA": ["--lm", str(truncated)],
         "foreign LM": ["--lm", str(foreign_vocabulary_arpa(tmp_path))],
         "negative alpha": ["--boost-phrases", str(phrases), "--boost-alpha", "-1"],
