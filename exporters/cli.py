@@ -531,9 +531,20 @@ def transcribe(
                                                   "--fused; default: the first of them the export holds)."),
     backend: Optional[str] = typer.Option(None, callback=one_of("backend", BACKENDS),
                                           help="mil or coreml (default: coreml on macOS, mil elsewhere)."),
-    chunk_seconds: float = typer.Option(Chunking.chunk_seconds, help="Audio longer than the window: decoded chunk."),
-    left_context_seconds: float = typer.Option(Chunking.left_seconds, help="Audio before each chunk in its window."),
-    right_context_seconds: float = typer.Option(Chunking.right_seconds, help="Audio after each chunk in its window."),
+    chunk_seconds: Optional[float] = typer.Option(None, help="Decoded chunk: of audio longer than the window "
+                                                             f"(default {Chunking.chunk_seconds}), or of a --stream "
+                                                             "(default 2.0, NeMo's streaming default)."),
+    left_context_seconds: Optional[float] = typer.Option(None, help="Audio before each chunk in its window (default "
+                                                                    f"{Chunking.left_seconds}; --stream: 10.0)."),
+    right_context_seconds: Optional[float] = typer.Option(None, help="Audio after each chunk in its window (default "
+                                                                     f"{Chunking.right_seconds}; --stream: 2.0)."),
+    stream: bool = typer.Option(False, help="Live streaming of one file, or of raw PCM on stdin with '-': NeMo's "
+                                            "buffered streaming (chunk, left and right context); partial and final "
+                                            "text as the audio arrives."),
+    as_fast_as_possible: bool = typer.Option(False, help="--stream a file without waiting for real time."),
+    sample_rate: Optional[int] = typer.Option(None, help="--stream -: the PCM's sample rate (default: the model's)."),
+    pcm_format: str = typer.Option("s16le", "--format", callback=one_of("format", ("s16le", "f32le")),
+                                   help="--stream -: the PCM's sample format, mono (s16le or f32le)."),
     allow_script: Optional[list[str]] = typer.Option(None, help="Language lock: emit only pieces written in this "
                                                                 "Unicode script (latin, cyrillic, greek, …); repeatable."),
     allow_tokens: Optional[Path] = typer.Option(None, help="Language lock: a file of allowed token ids or pieces, "
@@ -557,14 +568,19 @@ def transcribe(
     from exporters.decoding.language_lock import LanguageLock, read_token_list
 
     mode = joint_mode or ("single_step" if fused else None)
+    contexts = (chunk_seconds, left_context_seconds, right_context_seconds)
     try:
         lock = None
         if allow_script or allow_tokens:
             lock = LanguageLock(tuple(allow_script or ()), read_token_list(allow_tokens) if allow_tokens else ())
         fusion = fusion_from_options(boost_phrases, boost_alpha, boost_score, lm, lm_alpha)
-        transcriber = open_packages_transcriber(packages, mode, fused, backend,
-                                                Chunking(chunk_seconds, left_context_seconds, right_context_seconds),
-                                                lock, model, map_, fusion)
+        if stream:
+            run_stream(audio, packages, mode, fused, backend, contexts, as_fast_as_possible, sample_rate, pcm_format,
+                       model, map_, lock, fusion)
+            return
+        chunking = Chunking(*(given if given is not None else default for given, default in
+                              zip(contexts, (Chunking.chunk_seconds, Chunking.left_seconds, Chunking.right_seconds))))
+        transcriber = open_packages_transcriber(packages, mode, fused, backend, chunking, lock, model, map_, fusion)
         if len(audio) == 1 and not is_folder(audio[0]) and audio[0].suffix.lower() not in MANIFEST_SUFFIXES:
             transcript = run_transcribe(transcriber, audio[0])
             typer.echo(json.dumps(transcript.to_dict(), indent=2) if json_output else transcript.text)
@@ -574,6 +590,87 @@ def transcribe(
         fail(str(error))
     if not transcribe_many(transcriber, files):
         raise typer.Exit(code=1)
+
+
+def run_stream(audio: list[Path], packages, mode, fused, backend, contexts, as_fast_as_possible: bool,
+               sample_rate: int | None, pcm_format: str, model, map_, lock, fusion) -> None:
+    """transcribe --stream: events as the audio arrives, one rewritten line on a terminal, JSON lines when piped."""
+    import sys
+
+    from exporters.decoding.streaming import (CHUNK_SECONDS, LEFT_SECONDS, RIGHT_SECONDS, StreamSettings,
+                                              check_stream_settings)
+
+    if len(audio) != 1:
+        raise UserError("--stream takes one file, or '-' for raw PCM on stdin")
+    settings = StreamSettings(*(given if given is not None else default
+                                for given, default in zip(contexts, (CHUNK_SECONDS, LEFT_SECONDS, RIGHT_SECONDS))))
+    check_stream_settings(settings)
+    source = audio[0]
+    if str(source) != "-" and sample_rate is not None:
+        raise UserError("--sample-rate is for raw PCM on stdin ('-'); a file says its own rate")
+    transcriber = open_packages_transcriber(packages, mode, fused, backend, Chunking(), lock, model, map_, fusion)
+    from exporters.decoding.streaming import Stream
+
+    rate = transcriber.contract.model.sample_rate
+    stream = Stream(transcriber, settings, sample_rate if str(source) == "-" else rate)
+    show = terminal_line if sys.stdout.isatty() else json_line
+    pushes = stdin_pcm(pcm_format) if str(source) == "-" else file_pushes(source, rate, not as_fast_as_possible)
+    for samples in pushes:
+        for event in stream.push(samples):
+            show(event)
+    for event in stream.end():
+        show(event)
+
+
+PUSH_SECONDS = 0.02  # what a microphone callback delivers
+
+
+def file_pushes(path: Path, rate: int, real_time: bool):
+    """The file's samples in 20 ms pushes, at the pace they would arrive live (or at once)."""
+    import time
+
+    from exporters.audio import load_audio
+
+    samples = load_audio(path, rate)
+    size = int(rate * PUSH_SECONDS)
+    started = time.perf_counter()
+    for start in range(0, len(samples), size):
+        if real_time:
+            time.sleep(max(0.0, start / rate - (time.perf_counter() - started)))
+        yield samples[start:start + size]
+
+
+def stdin_pcm(pcm_format: str, block_bytes: int = 4096):
+    """Raw mono PCM from stdin as float32 pushes, as it arrives."""
+    import sys
+
+    import numpy as np
+
+    width, dtype, scale = (2, "<i2", 1 / 32768) if pcm_format == "s16le" else (4, "<f4", 1.0)
+    pending = b""
+    while block := sys.stdin.buffer.read1(block_bytes) if hasattr(sys.stdin.buffer, "read1") \
+            else sys.stdin.buffer.read(block_bytes):
+        pending += block
+        whole = len(pending) - len(pending) % width
+        if whole:
+            yield np.frombuffer(pending[:whole], dtype).astype(np.float32) * scale
+            pending = pending[whole:]
+
+
+def json_line(event) -> None:
+    import json
+
+    typer.echo(json.dumps(event.to_dict()), nl=True)
+
+
+def terminal_line(event) -> None:
+    """The partial line rewritten in place; final text stays; a newline at the end."""
+    import sys
+
+    sys.stdout.write("\r\033[K" + event.text)
+    if event.kind == "end":
+        sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def open_packages_transcriber(packages: Path, joint_mode: str | None, fused: bool, backend: str | None, chunking,

@@ -115,6 +115,70 @@ def nemo_fusion(model, fusion):
         model.change_decoding_strategy(original, verbose=False)
 
 
+def nemo_streaming(model, samples: np.ndarray, left_seconds: float, chunk_seconds: float, right_seconds: float):
+    """NeMo 3.0's buffered streaming inference for TDT on one file alone (the algorithm of NeMo's
+    examples/asr/asr_chunked_inference/rnnt/speech_to_text_streaming_infer_rnnt.py, batch of 1), from NeMo's own
+    classes: ContextSize and StreamingBatchedAudioBuffer hold the [left, chunk, right] buffer, the model's forward
+    encodes each buffer (its features normalized over the buffer), and the label-looping decoding computer decodes
+    the chunk's frames with its state carried. Returns NeMo's Hypothesis (tokens, frames, durations, text)."""
+    import copy
+
+    from nemo.collections.asr.parts.utils.rnnt_utils import batched_hyps_to_hypotheses
+    from nemo.collections.asr.parts.utils.streaming_utils import ContextSize, StreamingBatchedAudioBuffer
+    from omegaconf import open_dict
+
+    context = streaming_context(model, left_seconds, chunk_seconds, right_seconds)
+    frame_samples = encoder_frame_samples(model)
+    original = copy.deepcopy(model.cfg.decoding)
+    decoding = copy.deepcopy(original)
+    with open_dict(decoding):
+        decoding.strategy = "greedy_batch"
+        decoding.tdt_include_token_duration = True
+    model.change_decoding_strategy(decoding, verbose=False)
+    model.eval()
+    try:
+        computer = model.decoding.decoding.decoding_computer
+        audio = torch.from_numpy(np.asarray(samples, np.float32))[None]
+        samples_context = ContextSize(*(frames * frame_samples for frames in (context.left, context.chunk, context.right)))
+        buffer = StreamingBatchedAudioBuffer(1, samples_context, audio.dtype, audio.device)
+        total, left, right = audio.shape[1], 0, min(samples_context.chunk + samples_context.right, audio.shape[1])
+        hypotheses, state = None, None
+        with torch.no_grad():
+            while left < total:
+                length = min(right, total) - left
+                last = right >= total
+                buffer.add_audio_batch_(audio[:, left:right], audio_lengths=torch.tensor([length]), is_last_chunk=last,
+                                        is_last_chunk_batch=torch.tensor([last]))
+                encoded, encoded_length = model(input_signal=buffer.samples,
+                                                input_signal_length=buffer.context_size_batch.total())
+                frames = buffer.context_size_batch.subsample(frame_samples)
+                encoded = encoded.transpose(1, 2)[:, buffer.context_size.subsample(frame_samples).left:]
+                out_len = encoded_length - frames.left if last else frames.chunk
+                chunk_hypotheses, state = computer(x=encoded, out_len=out_len, prev_batched_state=state)
+                hypotheses = chunk_hypotheses if hypotheses is None else hypotheses.merge_(chunk_hypotheses)
+                left, right = right, min(right + samples_context.chunk, total)
+        (hypothesis,) = batched_hyps_to_hypotheses(hypotheses, batch_size=1)
+        hypothesis.text = model.tokenizer.ids_to_text(hypothesis.y_sequence.tolist())
+        return hypothesis
+    finally:
+        model.change_decoding_strategy(original, verbose=False)
+
+
+def encoder_frame_samples(model) -> int:
+    """Audio samples per encoder frame as NeMo's streaming script counts them (hop made divisible by subsampling)."""
+    factor = model.encoder.subsampling_factor
+    hop = int(model.cfg.preprocessor.sample_rate * model.cfg.preprocessor.window_stride)
+    return (hop // factor) * factor * factor
+
+
+def streaming_context(model, left_seconds: float, chunk_seconds: float, right_seconds: float):
+    """NeMo's ContextSize in encoder frames for the seconds asked (each rounded down to whole frames)."""
+    from nemo.collections.asr.parts.utils.streaming_utils import ContextSize
+
+    per_second = 1.0 / model.cfg.preprocessor.window_stride / model.encoder.subsampling_factor
+    return ContextSize(*(int(seconds * per_second) for seconds in (left_seconds, chunk_seconds, right_seconds)))
+
+
 def nemo_transcribe(model, paths: list[str], **options) -> list:
     """NeMo's own transcribe(); afterwards the model is put back in eval mode.
 

@@ -7,7 +7,8 @@
 Each table sits in a docs page between `<!-- table: NAME -->` and `<!-- end table -->`. For benchmarks NAME picks
 them (a substring of their names, `|` for several); `<!-- table: evaluate MANIFEST -->` takes the evaluate reports
 on that manifest (for example "held-out set of sentences"), one row per export; `<!-- table: custom vocabulary
-MANIFEST -->` the reports decoded with phrase boosting or an LM, one row per setting. The table is replaced whole,
+MANIFEST -->` the reports decoded with phrase boosting or an LM, one row per setting; `<!-- table: streaming -->`
+the streaming benchmarks' quality and latency. The table is replaced whole,
 with the host (CPU, family/model, vector instruction set, cores), the versions, the date and the command that
 made it: a new run replaces the old figures, history lives in git. A table no file given has figures for is
 left as it is.
@@ -140,6 +141,25 @@ def custom_vocabulary_table(reports: list[dict], manifest: str) -> str | None:
             "`uv run python tools/docs_tables.py eval/*.json`.\n")
 
 
+def streaming_table(run: dict) -> str | None:
+    chosen = sorted((b for b in run["benchmarks"] if "streaming_by_chunk" in b["name"]),
+                    key=lambda b: b["extra_info"]["chunk_seconds"])
+    if not chosen:
+        return None
+    lines = ["| chunk / left / right | WER (offline NeMo) | words differing from offline NeMo | to final: mean / max | "
+             "first shown: mean / max | compute per audio second |", "|---|---|---|---|---|---|"]
+    for benchmark in chosen:
+        extra = benchmark["extra_info"]
+        latency = extra["latency"]
+        lines.append(f"| {extra['chunk_seconds']:g} / {extra['left_seconds']:g} / {extra['right_seconds']:g} s | "
+                     f"{percent(extra['wer'])} ({percent(extra['offline_wer'])}) | "
+                     f"{extra['words_differing_from_offline']} | {latency['final_mean']:.2f} / {latency['final_max']:.2f} s"
+                     f" | {latency['shown_mean']:.2f} / {latency['shown_max']:.2f} s | "
+                     f"{milliseconds(benchmark['stats']['mean'] / extra['audio_seconds'])} |")
+    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}. Command: `uv run pytest tests/benchmarks --benchmark-only "
+            "-k streaming_by_chunk --benchmark-json=bench.json`, then `uv run python tools/docs_tables.py bench.json`.\n")
+
+
 def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
     """Replace the page's tables that the run or reports have figures for; the names of those replaced."""
     replaced = []
@@ -148,6 +168,8 @@ def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
         name = match["name"]
         if name.startswith(EVALUATE):
             made = evaluate_table(list(reports), name[len(EVALUATE):])
+        elif name == "streaming":
+            made = streaming_table(run)
         elif name.startswith(CUSTOM_VOCABULARY):
             made = custom_vocabulary_table(list(reports), name[len(CUSTOM_VOCABULARY):])
         else:

@@ -129,7 +129,11 @@ class Transcriber:
 
     def window_for(self, chunk: Chunk) -> WindowPackages:
         """The packages of the smallest window that holds the chunk's audio (with its contexts)."""
-        chosen = self.contract.holding(chunk.window_end - chunk.window_start)
+        return self.window_holding(chunk.window_end - chunk.window_start)
+
+    def window_holding(self, samples: int) -> WindowPackages:
+        """The packages of the smallest window that holds `samples` of audio."""
+        chosen = self.contract.holding(samples)
         return next(window for window in self.windows if window.contract.window == chosen.window)
 
     def runtime(self, name: str, window: WindowPackages):
@@ -146,7 +150,10 @@ class Transcriber:
         return encoded["encoder"], int(encoded["encoder_length"][0])
 
     def window_audio(self, samples: np.ndarray, chunk: Chunk, window: WindowPackages) -> dict:
-        audio = samples[chunk.window_start:chunk.window_end]
+        return self.padded_audio(samples[chunk.window_start:chunk.window_end], window)
+
+    def padded_audio(self, audio: np.ndarray, window: WindowPackages) -> dict:
+        """A waveform package's inputs for audio shorter than the window: zero-padded, with its true length."""
         audio_signal = np.zeros((1, window.contract.window_samples), np.float32)
         audio_signal[0, :len(audio)] = audio
         return window.contract.audio_feed(audio_signal, np.array([len(audio)], np.int32))

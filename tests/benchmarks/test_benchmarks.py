@@ -93,6 +93,60 @@ def test_decode_step_with_and_without_fusion_scores(benchmark, record_run, host,
                backend=backend, precision="fp32", model="sentences", host=host, component=name, fusion=fusion)
 
 
+@pytest.fixture(scope="module")
+def streamed_minute(load_subject):
+    """>= 60 s of held-out sentences joined with pauses, its true text, and NeMo transcribe() on the whole file."""
+    from exporters.audio import held_out_clips, join_with_pauses
+
+    subject = load_subject("sentences")
+    rate = subject.contract.model.sample_rate
+    clips, texts = held_out_clips("sentences", rate)
+    audio, order = join_with_pauses(clips, rate, 60.0, seed=1)
+    path = subject_tmp_wav(audio, rate)
+    (offline,) = nemo_transcribe(subject.model, [str(path)], batch_size=1)
+    return subject, audio, " ".join(texts[i] for i in order), offline.text
+
+
+def subject_tmp_wav(audio: np.ndarray, rate: int):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "minute.wav"
+    sf.write(path, audio, rate, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("chunk_seconds", [0.5, 1.0, 2.0, 4.0])
+def test_streaming_by_chunk(benchmark, record_run, host, backend, streamed_minute, chunk_seconds):
+    """Coverage: a minute of held-out sentences streamed in 20 ms pushes through the fp32 packages (decode-step
+    path), 2 s right context and 10 s left (less where the 15 s window needs it): compute time (the benchmark), and in extra_info the WER against the true
+    text, word differences from NeMo transcribe() offline on the whole file, and emission latency (audio time from a
+    word's end to the final event holding it, and to the first event showing it)."""
+    import jiwer
+
+    from exporters.decoding.streaming import StreamSettings, emission_latency, stream_file
+    from exporters.decoding.transcriber import open_transcriber
+    from exporters.wer import normalize_text, word_error_rate
+
+    subject, audio, truth, offline = streamed_minute
+    try:
+        transcriber = open_transcriber(subject.packages("fp32"), backend, "decode_step")
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+    settings = StreamSettings(chunk_seconds=chunk_seconds, left_seconds=min(10.0, 13.0 - chunk_seconds),
+                              right_seconds=2.0)
+    stream, events = benchmark.pedantic(stream_file, args=(transcriber, audio, settings, 320), rounds=1,
+                                        iterations=1)
+    text = stream.final_text()
+    differences = jiwer.process_words(normalize_text(offline), normalize_text(text))
+    record_run(benchmark, audio_seconds=len(audio) / subject.contract.model.sample_rate, backend=backend,
+               precision="fp32", model="sentences", host=host, chunk_seconds=chunk_seconds,
+               left_seconds=settings.left_seconds, right_seconds=settings.right_seconds,
+               wer=word_error_rate([truth], [text]), offline_wer=word_error_rate([truth], [offline]),
+               words_differing_from_offline=differences.substitutions + differences.deletions + differences.insertions,
+               latency=emission_latency(events), steps=stream.steps)
+
+
 @pytest.mark.parametrize("name", list(COMPONENTS))
 def test_component_on_nemo(benchmark, record_run, host, tiny_model, tiny_contract, name):
     """Coverage: the same call computed by NeMo's own modules (torch, CPU)."""
