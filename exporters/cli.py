@@ -126,7 +126,7 @@ def map_option():
 
 def boost_phrases_option():
     return typer.Option(None, help="Custom vocabulary: a file of key phrases, one per line, boosted as NeMo's phrase "
-                                   "boosting tree does (needs --joint-mode joint).")
+                                   "boosting tree does.")
 
 
 def boost_alpha_option():
@@ -139,7 +139,7 @@ def boost_score_option():
 
 def lm_option():
     return typer.Option(None, help="Custom vocabulary: a token n-gram LM fused in decoding, ARPA (token i written "
-                                   "chr(i + 100), as NeMo's) or NeMo's .nemo LM (needs --joint-mode joint).")
+                                   "chr(i + 100), as NeMo's) or NeMo's .nemo LM.")
 
 
 def lm_alpha_option():
@@ -613,7 +613,7 @@ def run_stream(audio: list[Path], packages, mode, fused, backend, contexts, as_f
 
     rate = transcriber.contract.model.sample_rate
     stream = Stream(transcriber, settings, sample_rate if str(source) == "-" else rate)
-    show = terminal_line if sys.stdout.isatty() else json_line
+    show = TerminalLine(sys.stdout) if sys.stdout.isatty() else json_line
     pushes = stdin_pcm(pcm_format) if str(source) == "-" else file_pushes(source, rate, not as_fast_as_possible)
     for samples in pushes:
         for event in stream.push(samples):
@@ -663,14 +663,30 @@ def json_line(event) -> None:
     typer.echo(json.dumps(event.to_dict()), nl=True)
 
 
-def terminal_line(event) -> None:
-    """The partial line rewritten in place; final text stays; a newline at the end."""
-    import sys
+class TerminalLine:
+    """Final text written once, the partial tail rewritten in place after it; a full line is ended at its last
+    space and the rest carried to the next, so an hour of speech scrolls instead of rewriting one wrapped line."""
 
-    sys.stdout.write("\r\033[K" + event.text)
-    if event.kind == "end":
-        sys.stdout.write("\n")
-    sys.stdout.flush()
+    def __init__(self, out, width: int | None = None):
+        import shutil
+
+        self.out = out
+        self.width = max(20, (width or shutil.get_terminal_size().columns) - 1)
+        self.line = ""  # final text on the current line
+
+    def __call__(self, event) -> None:
+        if event.kind == "final":
+            self.line += event.text
+        while len(self.line) > self.width:
+            cut = self.line.rfind(" ", 0, self.width + 1)
+            cut = cut if cut > 0 else self.width
+            self.out.write("\r\033[K" + self.line[:cut] + "\n")
+            self.line = self.line[cut:].lstrip(" ")
+        tail = event.text if event.kind == "partial" else ""
+        self.out.write("\r\033[K" + (self.line + tail)[-self.width:])
+        if event.kind == "end":
+            self.out.write("\n")
+        self.out.flush()
 
 
 def open_packages_transcriber(packages: Path, joint_mode: str | None, fused: bool, backend: str | None, chunking,

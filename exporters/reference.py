@@ -115,12 +115,14 @@ def nemo_fusion(model, fusion):
         model.change_decoding_strategy(original, verbose=False)
 
 
-def nemo_streaming(model, samples: np.ndarray, left_seconds: float, chunk_seconds: float, right_seconds: float):
+def nemo_streaming(model, samples: np.ndarray, left_seconds: float, chunk_seconds: float, right_seconds: float,
+                   fusion=None):
     """NeMo 3.0's buffered streaming inference for TDT on one file alone (the algorithm of NeMo's
     examples/asr/asr_chunked_inference/rnnt/speech_to_text_streaming_infer_rnnt.py, batch of 1), from NeMo's own
     classes: ContextSize and StreamingBatchedAudioBuffer hold the [left, chunk, right] buffer, the model's forward
     encodes each buffer (its features normalized over the buffer), and the label-looping decoding computer decodes
-    the chunk's frames with its state carried. Returns NeMo's Hypothesis (tokens, frames, durations, text)."""
+    the chunk's frames with its state carried (with `fusion`'s boosting tree and LM in decoding.greedy, as the
+    script's decoding config takes them). Returns NeMo's Hypothesis (tokens, frames, durations, text)."""
     import copy
 
     from nemo.collections.asr.parts.utils.rnnt_utils import batched_hyps_to_hypotheses
@@ -134,6 +136,8 @@ def nemo_streaming(model, samples: np.ndarray, left_seconds: float, chunk_second
     with open_dict(decoding):
         decoding.strategy = "greedy_batch"
         decoding.tdt_include_token_duration = True
+        for key, value in (fusion.nemo_greedy_options() if fusion is not None else {}).items():
+            decoding.greedy[key] = value
     model.change_decoding_strategy(decoding, verbose=False)
     model.eval()
     try:

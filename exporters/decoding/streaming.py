@@ -12,12 +12,15 @@ transcriber's greedy loop decodes the chunk from the carried hypothesis.
 A live stream does not know its length: a step is taken once audio beyond it has arrived (so it is not the last)
 or the stream has ended. Tokens of a decoded chunk never change: they are *final*. After each step a *partial*
 adds a tentative decoding of the right context's frames from a copy of the state; the next step may revise it.
+Events carry what is new (final text and words made final by the step; the partial's tentative tail), so an hour
+of stream costs the same per event as its first minute; the "end" event holds the whole transcript.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,8 +50,8 @@ class StreamSettings:
 @dataclass
 class StreamEvent:
     kind: str  # "partial", "final" or "end"
-    text: str  # final: all final text so far; partial: final text and the tentative tail
-    words: list[WordTiming] = field(default_factory=list)  # final words so far
+    text: str  # final: the text made final by this step; partial: the tentative text after all final text; end: all
+    words: list[WordTiming] = field(default_factory=list)  # final: words completed by this step; end: all words
     audio_seconds: float = 0.0  # stream time the event is about: the audio received when it was made
     wall_seconds: float = 0.0  # since the stream started
 
@@ -88,7 +91,11 @@ class Stream:
         self.hypothesis = TdtHypothesis()
         self.jump = 0  # frames the last token's duration reaches into the next chunk (NeMo's time_jumps)
         self.decoded_frames = 0
+        # Final tokens of words already given in events, compactly (an hour is ~20k tokens), and the timed tokens
+        # of the word still open (a later token may continue it) with those the last step added.
+        self.closed = {name: array("i") for name in ("tokens", "frames", "durations")}
         self.timings: list[TokenTiming] = []
+        self.emitted_text = ""  # the text of `timings` given in final events
         self.steps = 0
         self.ended = False
         self.started = time.perf_counter()
@@ -125,7 +132,7 @@ class Stream:
         while len(self.received):
             size = min(self.step_samples(), len(self.received))
             events += self.step(size, last=size == len(self.received))
-        return events + [StreamEvent("end", self.final_text(), self.words(), self.audio_seconds, self.wall())]
+        return events + [StreamEvent("end", self.final_text(), self.all_words(), self.audio_seconds, self.wall())]
 
     def step_samples(self) -> int:
         """Audio a step adds: chunk + right context at first, then one chunk (NeMo's right_sample - left_sample)."""
@@ -149,12 +156,13 @@ class Stream:
         self.jump = hypothesis.next_frame - chunk_end
         self.decoded_frames += chunk_end - left
         self.hypothesis = hypothesis
-        events = [StreamEvent("final", self.final_text(), self.words(), self.audio_seconds, self.wall())]
+        events = [StreamEvent("final", self.new_final_text(), self.completed_words(last), self.audio_seconds,
+                              self.wall())]
         if not last and valid > chunk_end + self.jump:
             tentative = transcriber.decode(encoder, valid, hypothesis, chunk_end + self.jump, final=False,
                                            window=window)
-            events.append(StreamEvent("partial", self.text(self.timings + self.timed(tentative, origin)),
-                                      self.words(), self.audio_seconds, self.wall()))
+            events.append(StreamEvent("partial", self.tentative_tail(self.timed(tentative, origin)), [],
+                                      self.audio_seconds, self.wall()))
         return events
 
     def timed(self, hypothesis: TdtHypothesis, origin: int) -> list[TokenTiming]:
@@ -169,15 +177,53 @@ class Stream:
         return self.transcriber.tokenizer.decode([t.token_id for t in timings])
 
     def final_text(self) -> str:
-        return self.text(self.timings)
+        return self.transcriber.tokenizer.decode(self.decisions()[0])
 
-    def words(self) -> list[WordTiming]:
-        return group_words(refine_punctuation(self.timings, self.transcriber.punctuation), self.transcriber.tokenizer)
+    def new_final_text(self) -> str:
+        """The final text this step added: the open tokens' text beyond what was given (pieces decoded from the open
+        word's start join as in the whole text)."""
+        text = self.text(self.timings)
+        new, self.emitted_text = text[len(self.emitted_text):], text
+        return new
+
+    def tentative_tail(self, tentative: list[TokenTiming]) -> str:
+        """The tentative tokens' text after the final text."""
+        return self.text(self.timings + tentative)[len(self.text(self.timings)):]
+
+    def completed_words(self, last: bool) -> list[WordTiming]:
+        """Words completed since the last event: a word is complete once a later final token starts a new word (a
+        chunk may end inside one, and punctuation joins the word before it), or at the end of the stream. Their
+        tokens are closed: kept as decisions only."""
+        words = self.words_of(self.timings)
+        keep = 0 if last or not words else len(self.timings) - self.last_word_start()
+        done = len(self.timings) - keep
+        for name, values in zip(self.closed, zip(*[(t.token_id, t.frame, t.duration) for t in self.timings[:done]])):
+            self.closed[name].extend(values)
+        self.timings = self.timings[done:]
+        self.emitted_text = self.text(self.timings)
+        return words if keep == 0 else words[:-1]
+
+    def last_word_start(self) -> int:
+        from exporters.decoding.timestamps import starts_word
+
+        starts = [i for i, t in enumerate(self.timings) if starts_word(self.transcriber.tokenizer, t.token_id)]
+        return starts[-1] if starts else 0
+
+    def words_of(self, timings: list[TokenTiming]) -> list[WordTiming]:
+        return group_words(refine_punctuation(timings, self.transcriber.punctuation), self.transcriber.tokenizer)
+
+    def all_words(self) -> list[WordTiming]:
+        seconds = self.transcriber.frame_seconds
+        tokens, frames, durations = self.decisions()
+        return self.words_of([TokenTiming(token, self.transcriber.tokenizer.id_to_piece(token), 0, frame, duration,
+                                          frame * seconds, (frame + duration) * seconds)
+                              for token, frame, duration in zip(tokens, frames, durations)])
 
     def decisions(self) -> tuple[list[int], list[int], list[int]]:
         """Final token ids, frames and durations so far (what a comparison with NeMo checks)."""
-        return ([t.token_id for t in self.timings], [t.frame for t in self.timings],
-                [t.duration for t in self.timings])
+        return (list(self.closed["tokens"]) + [t.token_id for t in self.timings],
+                list(self.closed["frames"]) + [t.frame for t in self.timings],
+                list(self.closed["durations"]) + [t.duration for t in self.timings])
 
     def wall(self) -> float:
         return time.perf_counter() - self.started
@@ -202,17 +248,29 @@ def check_stream_settings(settings: StreamSettings) -> None:
 
 
 def emission_latency(events: list[StreamEvent]) -> dict:
-    """Per word of the final transcript, the audio time from its end to the first final event holding it, and to
-    the first event (partial or final) whose text shows it at its place: mean and largest, in seconds."""
+    """Per word of the final transcript, the audio time from its end to the first final event whose final text
+    shows it at its place, and to the first event (partial or final) whose text so far shows it there: mean and
+    largest, in seconds."""
     final_words = next(e for e in reversed(events) if e.kind == "end").words
-    to_final, to_shown = [], []
-    for index, word in enumerate(final_words):
-        final = next(e for e in events if e.kind in ("final", "end") and len(e.words) > index)
-        shown = next(e for e in events if e.kind != "end" and e.text.split()[index:index + 1] == [word.word])
-        to_final.append(final.audio_seconds - word.end)
-        to_shown.append(shown.audio_seconds - word.end if shown.audio_seconds <= final.audio_seconds
-                        else to_final[-1])
+    final_at, shown_at, final = {}, {}, ""
+    for event in events:
+        if event.kind == "end":
+            break
+        final += event.text if event.kind == "final" else ""
+        final_words_so_far = final.split()
+        shown = final_words_so_far + (event.text.split() if event.kind == "partial" else [])
+        if event.kind == "partial" and event.text[:1] not in ("", " ") and final_words_so_far:
+            shown = (final + event.text).split()  # the tail continues the last final word
+        for index, word in enumerate(final_words[:len(shown)]):
+            if shown[index] == word.word:
+                shown_at.setdefault(index, event.audio_seconds)
+                if index < len(final_words_so_far) and final_words_so_far[index] == word.word:
+                    final_at.setdefault(index, event.audio_seconds)
     if not final_words:
         return {}
+    end_seconds = events[-1].audio_seconds
+    to_final = [final_at.get(i, end_seconds) - word.end for i, word in enumerate(final_words)]
+    to_shown = [min(shown_at.get(i, end_seconds), final_at.get(i, end_seconds)) - word.end
+                for i, word in enumerate(final_words)]
     return {"final_mean": float(np.mean(to_final)), "final_max": float(np.max(to_final)),
             "shown_mean": float(np.mean(to_shown)), "shown_max": float(np.max(to_shown))}
