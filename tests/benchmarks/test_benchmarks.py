@@ -147,6 +147,40 @@ def test_streaming_by_chunk(benchmark, record_run, host, backend, streamed_minut
                latency=emission_latency(events), steps=stream.steps)
 
 
+@pytest.mark.parametrize("chunk_seconds", [0.5, 1.0, 2.0, 4.0])
+def test_streaming_step(benchmark, record_run, host, backend, streamed_minute, chunk_seconds):
+    """Coverage: the cost of one streaming step (one chunk pushed to a stream whose left context is full: the
+    buffer encoded in its window, the chunk's frames decoded), fp32 sentences packages, decode-step path, the
+    settings of test_streaming_by_chunk."""
+    from exporters.decoding.streaming import Stream, StreamSettings
+    from exporters.decoding.transcriber import open_transcriber
+
+    subject, audio, _, _ = streamed_minute
+    try:
+        transcriber = open_transcriber(subject.packages("fp32"), backend, "decode_step")
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+    settings = StreamSettings(chunk_seconds=chunk_seconds, left_seconds=min(10.0, 13.0 - chunk_seconds),
+                              right_seconds=2.0)
+    stream = Stream(transcriber, settings)
+    rate = subject.contract.model.sample_rate
+    primed = int((settings.left_seconds + settings.right_seconds + chunk_seconds) * rate)
+    stream.push(audio[:primed])
+    chunk = int(chunk_seconds * rate)
+    starts = iter(range(primed, len(audio) - chunk, chunk))
+
+    def next_chunk():
+        start = next(starts)
+        return (audio[start:start + chunk],), {}
+
+    rounds = min(8, (len(audio) - primed) // chunk - 1)
+    events = benchmark.pedantic(stream.push, setup=next_chunk, rounds=rounds, iterations=1)
+    assert [e.kind for e in events][:1] == ["final"]  # each push took one step
+    record_run(benchmark, audio_seconds=chunk_seconds, backend=backend, precision="fp32", model="sentences",
+               host=host, chunk_seconds=chunk_seconds, left_seconds=settings.left_seconds,
+               right_seconds=settings.right_seconds)
+
+
 @pytest.mark.parametrize("name", list(COMPONENTS))
 def test_component_on_nemo(benchmark, record_run, host, tiny_model, tiny_contract, name):
     """Coverage: the same call computed by NeMo's own modules (torch, CPU)."""
