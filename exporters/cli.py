@@ -86,7 +86,9 @@ def quiet_libraries() -> None:
 
 
 def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # paths may hold [ ]
     raise typer.Exit(code=2)
 
 
@@ -144,6 +146,21 @@ def lm_option():
 
 def lm_alpha_option():
     return typer.Option(1.0, help="Weight of the LM's scores (NeMo's ngram_lm_alpha).")
+
+
+def jobs_option():
+    return typer.Option(None, "--jobs", help="Worker processes over many files, each opening the packages (and NeMo) "
+                                             "once (default: one per core, as many as memory holds).")
+
+
+def output_option():
+    return typer.Option(None, "--output", help="Many files: append each finished file's record to this JSON-lines "
+                                               "file; run again with it to do only the files without a record.")
+
+
+def ray_option():
+    return typer.Option(None, "--ray", help="Many files on a Ray cluster: 'auto' (the running cluster, else a local "
+                                            "one) or its address (needs the cluster extra).")
 
 
 def fusion_from_options(boost_phrases: Path | None, boost_alpha: float, boost_score: float, lm: Path | None,
@@ -554,6 +571,9 @@ def transcribe(
     boost_score: float = boost_score_option(),
     lm: Optional[Path] = lm_option(),
     lm_alpha: float = lm_alpha_option(),
+    jobs: Optional[int] = jobs_option(),
+    output: Optional[Path] = output_option(),
+    ray: Optional[str] = ray_option(),
 ) -> None:
     """Transcribe audio with greedy TDT decoding over the exported packages.
 
@@ -574,21 +594,33 @@ def transcribe(
         if allow_script or allow_tokens:
             lock = LanguageLock(tuple(allow_script or ()), read_token_list(allow_tokens) if allow_tokens else ())
         fusion = fusion_from_options(boost_phrases, boost_alpha, boost_score, lm, lm_alpha)
+        if stream and (jobs is not None or output is not None or ray is not None):
+            raise UserError("--stream decodes one stream as it arrives: --jobs, --output and --ray are for many files")
         if stream:
             run_stream(audio, packages, mode, fused, backend, contexts, as_fast_as_possible, sample_rate, pcm_format,
                        model, map_, lock, fusion)
             return
         chunking = Chunking(*(given if given is not None else default for given, default in
                               zip(contexts, (Chunking.chunk_seconds, Chunking.left_seconds, Chunking.right_seconds))))
-        transcriber = open_packages_transcriber(packages, mode, fused, backend, chunking, lock, model, map_, fusion)
-        if len(audio) == 1 and not is_folder(audio[0]) and audio[0].suffix.lower() not in MANIFEST_SUFFIXES:
+        one_file = len(audio) == 1 and not is_folder(audio[0]) and audio[0].suffix.lower() not in MANIFEST_SUFFIXES
+        if one_file and jobs is None and output is None and ray is None:
+            transcriber = open_packages_transcriber(packages, mode, fused, backend, chunking, lock, model, map_,
+                                                    fusion)
             transcript = run_transcribe(transcriber, audio[0])
             typer.echo(json.dumps(transcript.to_dict(), indent=2) if json_output else transcript.text)
             return
-        files = expand_inputs(audio)
+        from exporters.corpus import Entry, TranscribeWork, check_jobs, run
+
+        check_jobs(jobs)
+        check_our_export(packages, mode, fused, chunking)
+        entries = [Entry(index, path, None) for index, path in enumerate(expand_inputs(audio))]
+        work = TranscribeWork(packages, mode, fused, backend, chunking, lock, model, tuple(map_), fusion)
+        if model or map_ or fusion:
+            quiet_libraries()
+        outcome = run(work, entries, jobs, output, ray, on_record=lambda record: typer.echo(json.dumps(record)))
     except UserError as error:
         fail(str(error))
-    if not transcribe_many(transcriber, files):
+    if not said_failures(outcome):
         raise typer.Exit(code=1)
 
 
@@ -713,28 +745,24 @@ def run_transcribe(transcriber, audio: Path):
     return transcriber.transcribe(load_audio(audio, transcriber.contract.model.sample_rate))
 
 
-def transcribe_many(transcriber, files: list[Path]) -> bool:
-    """JSON lines on stdout, a progress bar on stderr; False if any file failed (its record says why)."""
-    import json
+def check_our_export(packages: Path, joint_mode: str | None, fused: bool, chunking) -> None:
+    """What the packages lack for the joint mode, and chunk settings that cannot fit them, said before any worker
+    starts (our exports: from metadata.json; another converter's are checked by the workers, with the model)."""
+    from exporters.decoding.chunking import check_chunking
+    from exporters.decoding.transcriber import decoding_components
+    from exporters.export_view import is_our_export, open_export
 
-    from rich.progress import Progress
+    if Path(packages).is_dir() and is_our_export(Path(packages)):
+        view = open_export(packages)
+        decoding_components(view, joint_mode, fused, "transcribe")
+        check_chunking(view.contract, chunking)
 
-    from exporters.decoding.batch import file_record
-    from exporters.interrupts import counting, one_done, uninterrupted
 
-    failed = 0
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("transcribing", total=len(files))
-        counting(len(files), "transcribed")
-        for path in files:
-            record = file_record(transcriber, path)
-            failed += "error" in record
-            with uninterrupted():
-                typer.echo(json.dumps(record))
-                one_done()
-            progress.advance(task)
+def said_failures(outcome) -> bool:
+    """Say how many files failed (their records say why); True when none did."""
+    failed = sum("error" in record for record in outcome.records)
     if failed:
-        console.print(f"[bold red]error:[/] {failed} of {len(files)} files failed (see their records)",
+        console.print(f"[bold red]error:[/] {failed} of {len(outcome.records)} files failed (see their records)",
                       highlight=False, soft_wrap=True)
     return failed == 0
 
@@ -802,6 +830,9 @@ def evaluate(
     boost_score: float = boost_score_option(),
     lm: Optional[Path] = lm_option(),
     lm_alpha: float = lm_alpha_option(),
+    jobs: Optional[int] = jobs_option(),
+    output: Optional[Path] = output_option(),
+    ray: Optional[str] = ray_option(),
 ) -> None:
     """WER/CER (jiwer, one normalizer), agreement with NeMo's decisions, RTFx and package bytes on a
     manifest: JSON report on stdout, a table on stderr.
@@ -819,17 +850,20 @@ def evaluate(
             from exporters.checkpoints import check_source
 
             check_source(model)  # an unknown model is said before the manifest is looked for
+        if right_context and (jobs not in (None, 1) or output is not None or ray is not None):
+            raise UserError("--right-context splices clips across the whole set in one process: drop --jobs, "
+                            "--output and --ray")
         quiet_libraries()
-        from exporters.evaluate import evaluate_nemo, evaluate_packages, summary_rows
+        from exporters.evaluate import summary_rows
         from exporters.export_view import parse_mapping
         from exporters.runtime import BackendUnavailable
 
+        mapping = parse_mapping(list(map_), packages)
         try:
-            result = evaluate_packages(packages, manifest, backend, joint_mode, right_context=right_context,
-                                       model_source=model, mapping=parse_mapping(list(map_), packages),
-                                       fusion=fusion) \
-                if packages is not None \
-                else evaluate_nemo(model, manifest, right_context=right_context, fusion=fusion)
+            result = evaluate_in_one_pass(packages, model, mapping, manifest, backend, joint_mode, fusion) \
+                if right_context else \
+                evaluate_file_by_file(packages, model, mapping, manifest, backend, joint_mode, fusion, jobs, output,
+                                      ray)
         except BackendUnavailable as error:
             raise UserError(str(error)) from error
     except UserError as error:
@@ -847,6 +881,35 @@ def evaluate(
         console.print(f"not evaluated: {error['error']}", highlight=False, soft_wrap=True)
     if result.errors or unwritten:
         raise typer.Exit(code=1)
+
+
+def evaluate_in_one_pass(packages, model, mapping, manifest, backend, joint_mode, fusion):
+    """evaluate --right-context: NeMo on the whole set, then the packages, then the spliced clips."""
+    from exporters.evaluate import evaluate_nemo, evaluate_packages
+
+    if packages is None:
+        return evaluate_nemo(model, manifest, right_context=True, fusion=fusion)
+    return evaluate_packages(packages, manifest, backend, joint_mode, right_context=True, model_source=model,
+                             mapping=mapping, fusion=fusion)
+
+
+def evaluate_file_by_file(packages, model, mapping, manifest, backend, joint_mode, fusion, jobs, output, ray):
+    """evaluate as exporters.corpus runs it: each file by the packages and NeMo in a worker, records in manifest
+    order (resumed from `output`), the report's totals over all of them."""
+    from exporters.corpus import Entry, EvaluateWork, check_jobs, run
+    from exporters.decoding.transcriber import decoding_components
+    from exporters.evaluate import manifest_entries, report_from_records
+    from exporters.export_view import open_export
+
+    check_jobs(jobs)
+    if packages is not None and model is None:  # ours: said from metadata.json before any worker starts
+        view = open_export(packages)
+        decoding_components(view, joint_mode, False, "evaluate")
+    source = model or view.model_source
+    name, entries = manifest_entries(manifest, source)
+    work = EvaluateWork(packages, model, mapping, backend, joint_mode, fusion)
+    outcome = run(work, [Entry(index, path, text) for index, (path, text) in enumerate(entries)], jobs, output, ray)
+    return report_from_records(outcome.description, name, outcome.records, fusion)
 
 
 def write_or_say(path: Optional[Path], text: str) -> bool:

@@ -364,6 +364,72 @@ def evaluate_nemo(model_source: str, manifest: Path | None = None, model=None, r
     return report
 
 
+class Evaluation:
+    """One worker's side of `evaluate` over many files: the packages' transcriber (none when NeMo itself is
+    evaluated) and the NeMo model with the custom vocabulary set, opened once; `record` decodes one file with
+    both, alone, as its FileResult record (or an error record)."""
+
+    def __init__(self, packages_dir: Path | None, model_source: str | None, mapping: dict | None,
+                 backend: str | None, joint_mode: str | None, fusion):
+        from exporters.checkpoints import load_model
+        from exporters.reference import nemo_fusion
+
+        self.transcriber, self.package_bytes, self.compression = None, {}, None
+        if packages_dir is not None:
+            from exporters.decoding.transcriber import view_transcriber
+            from exporters.export_view import open_export
+
+            view = open_export(packages_dir, model_source, mapping)
+            self.transcriber = view_transcriber(view, backend, joint_mode, command="evaluate", fusion=fusion)
+            self.model, self.system = view.model, str(packages_dir)
+            self.package_bytes = {name: package_bytes(view.packages[name].path) for name in self.transcriber.runtimes}
+            self.compression = ",".join(sorted(set(view.compressed.values()))) or "none"
+            self.model_source = view.model_source
+        else:
+            self.model, self.system, self.model_source = load_model(model_source), f"NeMo {model_source}", model_source
+        self.sample_rate = int(self.model.cfg.preprocessor.sample_rate)
+        self.settings = contextlib.ExitStack()
+        self.settings.enter_context(nemo_fusion(self.model, fusion))
+        self.settings.enter_context(nemo_errors_only())
+
+    def describe(self) -> dict:
+        return {"system": self.system, "model_source": self.model_source, "package_bytes": self.package_bytes,
+                "compression": self.compression}
+
+    def record(self, path: Path, text: str) -> dict:
+        from exporters.reference import hypothesis_decisions, nemo_transcribe
+
+        try:
+            samples = load_audio(path, self.sample_rate)
+        except UserError as error:
+            return {"audio_filepath": str(path), "error": str(error)}
+        started = time.perf_counter()
+        (hypothesis,) = nemo_transcribe(self.model, [str(path)], batch_size=1, timestamps=True,
+                                        return_hypotheses=True)
+        nemo_seconds = time.perf_counter() - started
+        nemo = Decisions(hypothesis.text, *hypothesis_decisions(hypothesis))
+        seconds = len(samples) / self.sample_rate
+        if self.transcriber is None:
+            return asdict(file_result(path, text, nemo, seconds, nemo_seconds, None))
+        started = time.perf_counter()
+        transcript = self.transcriber.transcribe(samples)
+        decode = time.perf_counter() - started
+        return asdict(file_result(path, text, Decisions(transcript.text, *transcript.decisions()), seconds, decode,
+                                  nemo))
+
+    def close(self) -> None:
+        self.settings.close()
+
+
+def report_from_records(description: dict, manifest: str, records: list[dict], fusion=None) -> Report:
+    """The report of an evaluation made file by file (exporters.corpus): totals over every record."""
+    files = [FileResult(**{k: v for k, v in r.items() if k in FileResult.__dataclass_fields__})
+             for r in records if "error" not in r]
+    errors = [{"audio_filepath": r["audio_filepath"], "error": r["error"]} for r in records if "error" in r]
+    return Report(description["system"], manifest, files, description["package_bytes"], description["compression"],
+                  errors=errors, fusion=fusion)
+
+
 def summary_rows(report: Report) -> list[tuple[str, str]]:
     """(measure, value) rows for the CLI table."""
     summary = report.summary

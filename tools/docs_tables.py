@@ -8,7 +8,8 @@ Each table sits in a docs page between `<!-- table: NAME -->` and `<!-- end tabl
 them (a substring of their names, `|` for several); `<!-- table: evaluate MANIFEST -->` takes the evaluate reports
 on that manifest (for example "held-out set of sentences"), one row per export; `<!-- table: custom vocabulary
 MANIFEST -->` the reports decoded with phrase boosting or an LM, one row per setting; `<!-- table: streaming -->`
-the streaming benchmarks' quality and latency. The table is replaced whole,
+the streaming benchmarks' quality and latency; `<!-- table: evaluate_corpus -->` evaluate over many files by
+runner. The table is replaced whole,
 with the host (CPU, family/model, vector instruction set, cores), the versions, the date and the command that
 made it: a new run replaces the old figures, history lives in git. A table no file given has figures for is
 left as it is.
@@ -165,6 +166,33 @@ def streaming_table(run: dict) -> str | None:
             "`uv run python tools/docs_tables.py bench.json`.\n")
 
 
+CORPUS_RUNNERS = {"jobs 1": "`evaluate --jobs 1`", "jobs 2": "`evaluate --jobs 2`",
+                  "ray": "`evaluate --ray auto` (2 CPUs)", "transcribe full-width": "`transcribe --jobs 2`, full-width",
+                  "evaluate full-width": "`evaluate --jobs 2`, full-width"}
+
+
+def corpus_table(run: dict) -> str | None:
+    chosen = [b for b in run["benchmarks"] if "evaluate_corpus" in b["name"] or "corpus_worker_memory" in b["name"]]
+    if not chosen:
+        return None
+    by_runner = {b["extra_info"]["runner"]: b["extra_info"] | {"wall": b["stats"]["mean"]} for b in chosen}
+    one = by_runner.get("jobs 1")
+    lines = ["| runner | model | files | audio | wall, start-up included | audio s per s, workers ready | "
+             "vs `--jobs 1` | peak memory per worker |", "|---|---|---|---|---|---|---|---|"]
+    for name, label in CORPUS_RUNNERS.items():
+        if name not in by_runner:
+            continue
+        extra = by_runner[name]
+        rate = extra["steady_rate"]
+        speed = f"{rate / one['steady_rate']:.2f}×" if one and extra["model"] == one["model"] and rate else "–"
+        lines.append(f"| {label} | {extra['model']} | {extra['files']} | {extra['audio_seconds']:.0f} s | "
+                     f"{extra['wall']:.1f} s | {f'{rate:.1f}' if rate else '–'} | {speed} | "
+                     f"{extra['worker_peak_mb'] / 1024:.2f} GB |")
+    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}. Command: `uv run pytest tests/benchmarks "
+            "--benchmark-only -k 'evaluate_corpus or corpus_worker_memory' --benchmark-json=bench.json`, then "
+            "`uv run python tools/docs_tables.py bench.json`.\n")
+
+
 def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
     """Replace the page's tables that the run or reports have figures for; the names of those replaced."""
     replaced = []
@@ -175,6 +203,8 @@ def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
             made = evaluate_table(list(reports), name[len(EVALUATE):])
         elif name == "streaming":
             made = streaming_table(run)
+        elif name == "evaluate_corpus":
+            made = corpus_table(run)
         elif name.startswith(CUSTOM_VOCABULARY):
             made = custom_vocabulary_table(list(reports), name[len(CUSTOM_VOCABULARY):])
         else:

@@ -315,12 +315,9 @@ def open_transcriber(packages_dir: Path, backend: str | None = None, joint_mode:
     return view_transcriber(view, backend, joint_mode, fused_frontend, chunking, lock, fusion=fusion)
 
 
-def view_transcriber(view, backend: str | None = None, joint_mode: str | None = None, fused_frontend: bool = False,
-                     chunking: Chunking = Chunking(), lock: LanguageLock | None = None,
-                     command: str = "transcribe", fusion: Fusion | None = None) -> Transcriber:
-    """A Transcriber over the packages of an ExportView (any export directory); `command` names what needs it in
-    the error an export without the packages gets."""
-    contract, judged, packages_dir = view.contract, view.judged, view.directory
+def decoding_components(view, joint_mode: str | None, fused_frontend: bool, command: str) -> tuple[str, tuple]:
+    """The joint mode (default: the export's first) and the packages it needs, which the export must hold."""
+    judged, packages_dir = view.judged, view.directory
     if not any(name in judged for name in JOINT_COMPONENT.values()):
         raise UserError(f"{command} needs a joint package to decide with; {packages_dir} holds "
                         f"{', '.join(judged) or 'none'}")
@@ -330,6 +327,16 @@ def view_transcriber(view, backend: str | None = None, joint_mode: str | None = 
         raise UserError(f"{command} with joint mode {joint_mode}{' and the fused front end' if fused_frontend else ''} "
                         f"needs {', '.join(needed)}; {packages_dir} lacks {', '.join(missing)} "
                         f"(it holds {', '.join(judged)})")
+    return joint_mode, needed
+
+
+def view_transcriber(view, backend: str | None = None, joint_mode: str | None = None, fused_frontend: bool = False,
+                     chunking: Chunking = Chunking(), lock: LanguageLock | None = None,
+                     command: str = "transcribe", fusion: Fusion | None = None) -> Transcriber:
+    """A Transcriber over the packages of an ExportView (any export directory); `command` names what needs it in
+    the error an export without the packages gets."""
+    contract = view.contract
+    joint_mode, needed = decoding_components(view, joint_mode, fused_frontend, command)
     runtimes = {name: view.open(name, backend) for name in needed}
     smaller = tuple(WindowPackages(window, {name: view.open(name, backend, function=window.function_name)
                                             for name in needed if window[name].windowed})

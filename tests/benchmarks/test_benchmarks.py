@@ -13,6 +13,7 @@ import soundfile as sf
 
 from exporters.components import COMPONENTS
 from exporters.contract import TOKEN_BIAS
+from exporters.evaluate import held_out_manifest
 from exporters.example_inputs import example_inputs
 from exporters.memory import process_peak_rss_mb
 from exporters.metadata import read_metadata
@@ -116,6 +117,20 @@ def subject_tmp_wav(audio: np.ndarray, rate: int):
     return path
 
 
+def streaming_setup(subject, backend: str, chunk_seconds: float):
+    """The fp32 packages' decode-step transcriber and the streaming settings of a chunk size: 2 s right context,
+    10 s left (less where the 15 s window needs it)."""
+    from exporters.decoding.streaming import StreamSettings
+    from exporters.decoding.transcriber import open_transcriber
+
+    try:
+        transcriber = open_transcriber(subject.packages("fp32"), backend, "decode_step")
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+    return transcriber, StreamSettings(chunk_seconds=chunk_seconds, left_seconds=min(10.0, 13.0 - chunk_seconds),
+                                       right_seconds=2.0)
+
+
 @pytest.mark.parametrize("chunk_seconds", [0.5, 1.0, 2.0, 4.0])
 def test_streaming_by_chunk(benchmark, record_run, host, backend, streamed_minute, chunk_seconds):
     """Coverage: a minute of held-out sentences streamed in 20 ms pushes through the fp32 packages (decode-step
@@ -124,17 +139,11 @@ def test_streaming_by_chunk(benchmark, record_run, host, backend, streamed_minut
     word's end to the final event holding it, and to the first event showing it)."""
     import jiwer
 
-    from exporters.decoding.streaming import StreamSettings, emission_latency, stream_file
-    from exporters.decoding.transcriber import open_transcriber
+    from exporters.decoding.streaming import emission_latency, stream_file
     from exporters.wer import normalize_text, word_error_rate
 
     subject, audio, truth, offline = streamed_minute
-    try:
-        transcriber = open_transcriber(subject.packages("fp32"), backend, "decode_step")
-    except BackendUnavailable as reason:
-        pytest.skip(str(reason))
-    settings = StreamSettings(chunk_seconds=chunk_seconds, left_seconds=min(10.0, 13.0 - chunk_seconds),
-                              right_seconds=2.0)
+    transcriber, settings = streaming_setup(subject, backend, chunk_seconds)
     stream, events = benchmark.pedantic(stream_file, args=(transcriber, audio, settings, 320), rounds=1,
                                         iterations=1)
     text = stream.final_text()
@@ -152,16 +161,10 @@ def test_streaming_step(benchmark, record_run, host, backend, streamed_minute, c
     """Coverage: the cost of one streaming step (one chunk pushed to a stream whose left context is full: the
     buffer encoded in its window, the chunk's frames decoded), fp32 sentences packages, decode-step path, the
     settings of test_streaming_by_chunk."""
-    from exporters.decoding.streaming import Stream, StreamSettings
-    from exporters.decoding.transcriber import open_transcriber
+    from exporters.decoding.streaming import Stream
 
     subject, audio, _, _ = streamed_minute
-    try:
-        transcriber = open_transcriber(subject.packages("fp32"), backend, "decode_step")
-    except BackendUnavailable as reason:
-        pytest.skip(str(reason))
-    settings = StreamSettings(chunk_seconds=chunk_seconds, left_seconds=min(10.0, 13.0 - chunk_seconds),
-                              right_seconds=2.0)
+    transcriber, settings = streaming_setup(subject, backend, chunk_seconds)
     stream = Stream(transcriber, settings)
     rate = subject.contract.model.sample_rate
     primed = int((settings.left_seconds + settings.right_seconds + chunk_seconds) * rate)
@@ -482,3 +485,55 @@ def test_full_random_encoder(benchmark, record_run, host, load_subject, side, en
     record_run(benchmark, audio_seconds=window_seconds(contract), backend=side, precision=encoder_precision,
                model="full-random", host=host,
                process_peak_rss_mb=process_peak_rss_mb())
+
+
+CORPUS_REPEATS = 8  # the sentences held-out set this many times over when timed (once in plain runs)
+
+
+@pytest.mark.parametrize("runner", ["jobs 1", "jobs 2", "ray"])
+def test_evaluate_corpus(benchmark, record_run, host, backend, load_subject, runner):
+    """Coverage: `evaluate` over the sentences held-out set (fp32 packages and NeMo on each file) in one process,
+    in two worker processes, and on a local two-CPU Ray cluster: wall time from start (workers opening the
+    packages and NeMo included) to the last record, the rate once every worker is ready (audio seconds per
+    second), and the largest resident memory a worker reached."""
+    from exporters.corpus import Entry, EvaluateWork, run
+
+    subject = load_subject("sentences")
+    repeats = 1 if benchmark.disabled else CORPUS_REPEATS
+    entries = [Entry(index, path, text) for index, (path, text) in
+               enumerate(held_out_manifest("sentences") * repeats)]
+    work = EvaluateWork(subject.packages("fp32"), backend=backend)
+    ray = None
+    if runner == "ray":
+        ray = pytest.importorskip("ray")
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        outcome = benchmark.pedantic(run, args=(work, entries), kwargs={
+            "jobs": int(runner.split()[-1]) if runner.startswith("jobs") else None,
+            "ray": "auto" if ray else None, "progress": False}, rounds=1, iterations=1)
+    finally:
+        if ray:
+            ray.shutdown()
+    assert not [r for r in outcome.records if "error" in r]
+    record_run(benchmark, audio_seconds=sum(r["seconds"] for r in outcome.records), backend=backend,
+               precision="fp32", model="sentences", host=host, runner=runner, files=len(entries),
+               worker_peak_mb=outcome.worker_peak_bytes / 2**20, steady_rate=outcome.steady_rate)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("command", ["transcribe", "evaluate"])
+def test_corpus_worker_memory_full_width(benchmark, record_run, host, backend, load_subject, command):
+    """Coverage: the largest resident memory a worker reaches on the full-width (627 M parameter) fp32 export, two
+    workers over four held-out digit clips: `transcribe` (the packages) and `evaluate` (the packages and NeMo)."""
+    from exporters.corpus import Entry, EvaluateWork, TranscribeWork, run
+
+    packages = load_subject("full-random").packages("fp32")
+    entries = [Entry(index, path, text) for index, (path, text) in enumerate(held_out_manifest("digits")[:4])]
+    work = TranscribeWork(packages, backend=backend) if command == "transcribe" else \
+        EvaluateWork(packages, backend=backend)
+    outcome = benchmark.pedantic(run, args=(work, entries), kwargs={"jobs": 2, "progress": False}, rounds=1,
+                                 iterations=1)
+    assert not [r for r in outcome.records if "error" in r]
+    record_run(benchmark, audio_seconds=sum(work.audio_seconds(r) for r in outcome.records), backend=backend,
+               precision="fp32", model="full-random", host=host, runner=f"{command} full-width", files=len(entries),
+               worker_peak_mb=outcome.worker_peak_bytes / 2**20, steady_rate=outcome.steady_rate)

@@ -60,7 +60,7 @@ def test_sigterm_during_evaluate_removes_nemo_temporary_folder_and_writes_no_rep
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == INTERRUPTED, stderr
     (line,) = said_lines(stderr)
-    assert line.startswith("error: interrupted after ") and line.endswith(f" of {len(entries)} files (decoded by NeMo)")
+    assert line.startswith("error: interrupted after ") and line.endswith(f" of {len(entries)} files (evaluated)")
     assert "Traceback" not in stderr
     assert leftovers(tmp_path / "tmp") == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "tmp"]

@@ -1,0 +1,229 @@
+"""Many files at corpus scale (exporters.corpus, issue 33): two worker processes and Ray give the records one
+process gives, in manifest order; an output file makes a run resumable after a real SIGKILL; a worker that dies
+has its file tried again, then recorded as an error; bad settings are one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from exporters.audio import FIXTURE_AUDIO_DIR
+from exporters.cli import app
+from exporters.corpus import ATTEMPTS, Entry, run
+from exporters.evaluate import held_out_manifest
+
+runner = CliRunner()
+TIMINGS = ("decode_seconds", "rtf", "rtfx")  # wall-clock fields: the only ones that may differ between runs
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def write_manifest(path: Path, entries) -> Path:
+    path.write_text("".join(json.dumps({"audio_filepath": str(audio), "text": text}) + "\n" for audio, text in entries))
+    return path
+
+
+def evaluate_report(tmp_path: Path, packages, *options) -> dict:
+    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
+    result = runner.invoke(app, ["evaluate", "--packages", str(packages), "--backend", "mil", "--report", str(report),
+                                 *map(str, options)])
+    assert result.exit_code == 0, result.output
+    return json.loads(report.read_text())
+
+
+def transcribe_lines(packages, inputs, *options) -> list[dict]:
+    result = runner.invoke(app, ["transcribe", "--packages", str(packages), "--backend", "mil", *map(str, inputs),
+                                 *map(str, options)])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def digits_in_one_process(load_subject, tmp_path_factory):
+    """The digits fp32 export and its evaluate report on the held-out set made in this process (--jobs 1)."""
+    packages = load_subject("digits").packages("fp32")
+    return packages, evaluate_report(tmp_path_factory.mktemp("one"), packages, "--jobs", "1")
+
+
+def same_report(ours: dict, reference: dict) -> None:
+    assert without_timings(ours["files"]) == without_timings(reference["files"])
+    assert without_timings(ours["summary"]) == without_timings(reference["summary"])
+    assert (ours["system"], ours["package_bytes"], ours["errors"]) == \
+        (reference["system"], reference["package_bytes"], reference["errors"])
+
+
+def test_evaluate_in_two_workers_equals_one_process(tmp_path, digits_in_one_process):
+    """Coverage: `evaluate --jobs 2` on the digits held-out set: the same per-file records (NeMo's decisions on
+    each), in the same order, and the same totals as --jobs 1."""
+    packages, reference = digits_in_one_process
+    assert reference["summary"]["files"] == len(held_out_manifest("digits")) >= 5
+    same_report(evaluate_report(tmp_path, packages, "--jobs", "2"), reference)
+
+
+def test_evaluate_on_ray_equals_one_process(tmp_path, digits_in_one_process):
+    """Coverage: `evaluate --ray auto` with a local Ray cluster (ray.init(num_cpus=2) here, as a user's script
+    would): the records and totals of --jobs 1."""
+    ray = pytest.importorskip("ray", reason="the cluster extra (Ray) is part of the dev dependencies")
+    packages, reference = digits_in_one_process
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        same_report(evaluate_report(tmp_path, packages, "--ray", "auto"), reference)
+    finally:
+        ray.shutdown()
+
+
+def test_transcribe_in_two_workers_prints_the_lines_of_one_process(load_subject):
+    """Coverage: `transcribe --jobs 2` over a manifest prints, in manifest order, the JSON lines of --jobs 1."""
+    packages = load_subject("digits").packages("fp32")
+    manifest = FIXTURE_AUDIO_DIR / "digits"
+    one = transcribe_lines(packages, [manifest], "--jobs", "1")
+    two = transcribe_lines(packages, [manifest], "--jobs", "2")
+    assert len(one) >= 5 and without_timings(two) == without_timings(one)
+
+
+def output_records(path: Path) -> list[dict]:
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"", "the output ends inside a line"
+    records = [json.loads(line) for line in lines[:-1]]  # each line whole JSON
+    return [r for r in records if "run" not in r and "described" not in r]
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, load_subject):
+    """Coverage: `transcribe --jobs 2 --output FILE` killed with SIGKILL (the whole process group: the command and
+    its workers) after a few records leaves only whole lines; a line cut short by a crash of the machine is
+    dropped; running again does only the missing files (each file has exactly one record in the end) and prints
+    what an uninterrupted run prints."""
+    packages = load_subject("sentences").packages("fp32")
+    manifest = write_manifest(tmp_path / "m.jsonl", held_out_manifest("sentences"))
+    output = tmp_path / "out.jsonl"
+    child = subprocess.Popen([sys.executable, "-m", "exporters.cli", "transcribe", "--packages", str(packages),
+                              "--backend", "mil", "--jobs", "2", "--output", str(output), str(manifest)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (output.exists() and len(output_records(output)) >= 3):
+        assert child.poll() is None, child.stderr.read().decode()
+        assert time.monotonic() < deadline, "no records within 300 s"
+        time.sleep(0.005)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    before = output_records(output)
+    assert 3 <= len(before) < 16, "the run was not killed mid-way"
+    with output.open("ab") as torn:
+        torn.write(b'{"audio_filepath": "' + str(manifest).encode())  # a crash of the machine mid-line
+    resumed = transcribe_lines(packages, [manifest], "--jobs", "1", "--output", output)
+    after = output_records(output)
+    assert len(after) == 16 and after[:len(before)] == before
+    assert sorted(r["audio_filepath"] for r in after) == sorted(str(p) for p, _ in held_out_manifest("sentences"))
+    assert without_timings(resumed) == without_timings(transcribe_lines(packages, [manifest], "--jobs", "1"))
+
+
+class DyingWork:
+    """A work whose worker process dies on some files: `die-always` every time, `die-once` the first time (a marker
+    file remembers)."""
+
+    command, stage = "test", "done"
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def settings(self) -> dict:
+        return {"command": self.command}
+
+    def open(self):
+        return None
+
+    def describe(self, state) -> dict:
+        return {}
+
+    def record(self, state, entry: Entry) -> dict:
+        if entry.path.name == "die-always" or (entry.path.name == "die-once" and not self.marker.exists()):
+            self.marker.touch()
+            os._exit(9)
+        return {"audio_filepath": str(entry.path), "duration": 1.0}
+
+    def bytes_needed(self) -> int:
+        return 0
+
+    @staticmethod
+    def audio_seconds(record: dict) -> float:
+        return record.get("duration", 0.0)
+
+
+def test_a_worker_that_dies_has_its_file_tried_again_then_an_error(tmp_path):
+    """Coverage: worker processes that die (exit 9, as a kill or the OOM killer ends them) while decoding: the file
+    is given to a new worker once more; a file whose worker dies both times gets an error record; every other file
+    its record, in manifest order."""
+    names = ["a", "die-once", "b", "die-always", "c", "d"]
+    entries = [Entry(index, Path(name), None) for index, name in enumerate(names)]
+    outcome = run(DyingWork(tmp_path / "marker"), entries, jobs=2, progress=False)
+    assert [r["audio_filepath"] for r in outcome.records] == names
+    errors = {r["audio_filepath"]: r["error"] for r in outcome.records if "error" in r}
+    assert list(errors) == ["die-always"] and f"died {ATTEMPTS} times" in errors["die-always"]
+
+
+def other_run_output(path: Path) -> Path:
+    path.write_text(json.dumps({"run": {"command": "transcribe", "packages": "/elsewhere"}}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--jobs", "0"], "--jobs must be 1 or more, got 0"),
+    (["--jobs", "-2"], "--jobs must be 1 or more, got -2"),
+    (["--ray", "127.0.0.1:1"], "--ray 127.0.0.1:1: no Ray cluster answers there"),
+    (["--ray", "nonsense"], "not a cluster address"),
+    (["--output", "{tmp}"], "is a folder"),
+    (["--output", "{other}"], "holds the records of a different run"),
+])
+@pytest.mark.parametrize("command", ["transcribe", "evaluate"])
+def test_bad_corpus_settings_are_one_line(tmp_path, load_subject, command, options, fragment):
+    packages = load_subject("digits").packages("fp32")
+    other = other_run_output(tmp_path / "other.jsonl")
+    options = [o.format(tmp=tmp_path, other=other) for o in options]
+    inputs = [str(FIXTURE_AUDIO_DIR / "digits")] if command == "transcribe" else []
+    result = runner.invoke(app, [command, "--packages", str(packages), *inputs, *options])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("error: ") and fragment in result.output
+
+
+def test_ray_not_installed_names_the_extra(load_subject, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets without the extra
+    result = runner.invoke(app, ["evaluate", "--packages", str(load_subject("digits").packages("fp32")),
+                                 "--ray", "auto"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "parakeet-coreml[cluster]" in result.output
+
+
+def test_right_context_is_refused_with_parallel_options(load_subject):
+    result = runner.invoke(app, ["evaluate", "--packages", str(load_subject("digits").packages("fp32")),
+                                 "--right-context", "--jobs", "2"])
+    assert result.exit_code == 2 and "--right-context" in result.output and result.output.count("\n") == 1
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML's runtime opens there")
+def test_packages_the_workers_cannot_open_are_one_line(load_subject):
+    """Coverage: `--backend coreml` off macOS with --jobs 2: the workers cannot open the packages; the command says
+    why in one line, exit 2 (no traceback of a worker)."""
+    result = runner.invoke(app, ["transcribe", "--packages", str(load_subject("digits").packages("fp32")),
+                                 str(FIXTURE_AUDIO_DIR / "digits"), "--backend", "coreml", "--jobs", "2"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "Core ML" in result.output and "Traceback" not in result.output
+
+
+def test_stream_with_corpus_options_is_one_line(load_subject):
+    result = runner.invoke(app, ["transcribe", "--packages", str(load_subject("digits").packages("fp32")),
+                                 str(FIXTURE_AUDIO_DIR / "digits" / "heldout_00000.wav"), "--stream", "--jobs", "2"])
+    assert result.exit_code == 2 and "--stream" in result.output and result.output.count("\n") == 1
