@@ -82,6 +82,8 @@ class TranscribeWork:
         return file_record(transcriber, entry.path)
 
     def bytes_needed(self) -> int:
+        from exporters.evaluate import package_bytes
+
         return package_bytes(Path(self.packages)) + WORKER_BASE_BYTES
 
     @staticmethod
@@ -128,6 +130,8 @@ class EvaluateWork:
         """The packages, and NeMo's weights (about the fp32 packages' bytes: measured 5.9 GB per worker on the
         full-width fp32 export, docs/corpus.md); NeMo alone: its .nemo file."""
         if self.packages is not None:
+            from exporters.evaluate import package_bytes
+
             return 2 * package_bytes(Path(self.packages)) + WORKER_BASE_BYTES
         from exporters.checkpoints import TRAINED
 
@@ -141,10 +145,6 @@ class EvaluateWork:
 
 def describe(fusion) -> dict | None:
     return None if fusion is None else fusion.describe()
-
-
-def package_bytes(path: Path) -> int:
-    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.is_dir() else 0
 
 
 def error_record(entry: Entry, message: str) -> dict:
@@ -537,7 +537,8 @@ def share_cores(threads: int) -> None:
 # Ray
 
 
-RAY_EXTRA = "install the cluster extra: pip install 'parakeet-coreml[cluster]' (in this checkout: uv sync --extra cluster)"
+RAY_EXTRA = ("install the cluster extra: pip install 'parakeet-coreml[cluster]' "
+             "(in this checkout: uv sync --extra cluster)")
 
 
 def connect_ray(address: str):
@@ -613,7 +614,8 @@ class RayWorker:
 
 
 def ray_records(work, entries: list[Entry], address: str, threads: int = 1):
-    """Described, then Finished entries as Ray actors finish them: as many actors as the cluster has CPUs for (each takes `threads`),
+    """Described, then Finished entries as Ray actors finish them: as many actors as the cluster has CPUs for
+    (each takes `threads`),
     each fed one file at a time. An actor that dies is restarted and its file tried once more (Ray's
     max_task_retries), then recorded as an error."""
     ray = connect_ray(address)

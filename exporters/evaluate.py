@@ -197,19 +197,22 @@ def manifest_entries(manifest: Path | None, model_name: str) -> tuple[str, list[
 
 def nemo_decisions(model, paths: list[Path]) -> list[tuple[Decisions, float]]:
     """NeMo transcribe() on each file alone (batch of 1), with the seconds each took."""
-    from exporters.reference import hypothesis_decisions, nemo_transcribe
-
     results = []
     with nemo_errors_only():
         counting(len(paths), "decoded by NeMo")
         for path in paths:
-            started = time.perf_counter()
-            (hypothesis,) = nemo_transcribe(model, [str(path)], batch_size=1, timestamps=True,
-                                            return_hypotheses=True)
-            seconds = time.perf_counter() - started
-            results.append((Decisions(hypothesis.text, *hypothesis_decisions(hypothesis)), seconds))
+            results.append(nemo_file_decisions(model, path))
             one_done()
     return results
+
+
+def nemo_file_decisions(model, path: Path) -> tuple[Decisions, float]:
+    """NeMo transcribe() on one file alone, and the seconds it took."""
+    from exporters.reference import hypothesis_decisions, nemo_transcribe
+
+    started = time.perf_counter()
+    (hypothesis,) = nemo_transcribe(model, [str(path)], batch_size=1, timestamps=True, return_hypotheses=True)
+    return Decisions(hypothesis.text, *hypothesis_decisions(hypothesis)), time.perf_counter() - started
 
 
 @contextlib.contextmanager
@@ -397,17 +400,11 @@ class Evaluation:
                 "compression": self.compression}
 
     def record(self, path: Path, text: str) -> dict:
-        from exporters.reference import hypothesis_decisions, nemo_transcribe
-
         try:
             samples = load_audio(path, self.sample_rate)
         except UserError as error:
             return {"audio_filepath": str(path), "error": str(error)}
-        started = time.perf_counter()
-        (hypothesis,) = nemo_transcribe(self.model, [str(path)], batch_size=1, timestamps=True,
-                                        return_hypotheses=True)
-        nemo_seconds = time.perf_counter() - started
-        nemo = Decisions(hypothesis.text, *hypothesis_decisions(hypothesis))
+        nemo, nemo_seconds = nemo_file_decisions(self.model, path)
         seconds = len(samples) / self.sample_rate
         if self.transcriber is None:
             return asdict(file_result(path, text, nemo, seconds, nemo_seconds, None))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from exporters.decoding.tdt import TdtHypothesis
-from exporters.decoding.timestamps import TokenTiming, WordTiming, group_words, refine_punctuation
+from exporters.decoding.timestamps import TokenTiming, WordTiming, group_words, refine_punctuation, starts_word
 from exporters.errors import UserError
 
 # NeMo's streaming script's defaults (seconds).
@@ -204,8 +204,6 @@ class Stream:
         return words if keep == 0 else words[:-1]
 
     def last_word_start(self) -> int:
-        from exporters.decoding.timestamps import starts_word
-
         starts = [i for i, t in enumerate(self.timings) if starts_word(self.transcriber.tokenizer, t.token_id)]
         return starts[-1] if starts else 0
 
