@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,7 +128,7 @@ class EvaluateWork:
         return evaluation.record(entry.path, entry.text)
 
     def bytes_needed(self) -> int:
-        """The packages, and NeMo's weights (about the fp32 packages' bytes: measured 5.9 GB per worker on the
+        """The packages, and NeMo's weights (about the fp32 packages' bytes: measured 6.1 GB per worker on the
         full-width fp32 export, docs/corpus.md); NeMo alone: its .nemo file."""
         if self.packages is not None:
             from exporters.evaluate import package_bytes
@@ -303,8 +304,8 @@ class Outcome:
     records: list[dict]  # one per entry, in manifest order
     description: dict  # what a worker said of what it opened (work.describe)
     worker_peak_bytes: int = 0  # the largest resident memory a worker reached (this process for --jobs 1)
-    # Audio seconds per wall second once every worker was ready (start-up excluded): the records finished after
-    # the last worker said it was ready, over the time from then to the last record.
+    # Audio seconds per wall second once every worker was ready (start-up and shut-down excluded): the records
+    # finished after the last worker said it was ready, over the time from then to the last record.
     steady_rate: float | None = None
 
 
@@ -320,7 +321,7 @@ def run(work, entries: list[Entry], jobs: int | None = None, output: Path | None
     known = {e.index: records_file.finished(e) for e in entries} if records_file else {}
     known = {index: record for index, record in known.items() if record is not None}
     description = records_file.description if records_file else None
-    peak, ready_at, steady_audio = 0, None, 0.0
+    peak, ready_at, last_record_at, steady_audio = 0, None, None, 0.0
     pending = [e for e in entries if e.index not in known]
     ordered, next_index = {}, 0
 
@@ -355,6 +356,7 @@ def run(work, entries: list[Entry], jobs: int | None = None, output: Path | None
                     continue
                 peak = max(peak, event.peak_bytes)
                 steady_audio += work.audio_seconds(event.record)
+                last_record_at = time.perf_counter()
                 with uninterrupted():
                     if records_file is not None:
                         records_file.append(event.record)
@@ -362,7 +364,7 @@ def run(work, entries: list[Entry], jobs: int | None = None, output: Path | None
                     one_done()
                 if progress:
                     bar.advance(event.record)
-    steady = steady_audio / (time.perf_counter() - ready_at) if ready_at and steady_audio else None
+    steady = steady_audio / (last_record_at - ready_at) if ready_at and steady_audio else None
     return Outcome([ordered[e.index] for e in entries], description or {}, peak, steady)
 
 
@@ -485,13 +487,15 @@ class Worker:
 def worker_main(work, connection, threads: int) -> None:
     """A worker process: its share of the cores, the work opened once, then one record per entry received until
     the parent closes the pipe. Ctrl-C goes to the parent, which ends busy workers with SIGTERM: that unwinds
-    here (temporary folders removed) and ends the process quietly."""
+    here (temporary folders removed) and ends the process quietly. An idle worker whose pipe closed has nothing to
+    unwind and ends at once: the interpreter's teardown of torch and NeMo takes seconds the parent would wait."""
     from exporters.interrupts import raise_interrupt
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         share_cores(threads)
+        single_process_progress_lock()
         try:
             state = work.open()
         except Exception as error:  # noqa: BLE001 - said by the parent in one line (a backend missing, bad packages)
@@ -502,20 +506,31 @@ def worker_main(work, connection, threads: int) -> None:
             try:
                 entry = connection.recv()
             except EOFError:
-                return
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
             record = work.record(state, entry)
             connection.send(("record", record, peak_resident_bytes()))
     except (KeyboardInterrupt, BrokenPipeError, EOFError):  # stopped by the parent, or it has gone
         return
 
 
-def peak_resident_bytes() -> int:
-    """This process's largest resident memory so far."""
-    import resource
-    import sys
+def single_process_progress_lock() -> None:
+    """tqdm (NeMo's transcribe loop) guards its bars with a lock shared between processes: a named semaphore,
+    which a worker that ends with os._exit leaves for the resource tracker to report as leaked. A worker's bars
+    are its own, so a thread lock serves."""
+    import threading
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS says bytes, Linux kilobytes
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
+def peak_resident_bytes() -> int:
+    """This process's largest resident memory so far (its own: not a parent's, as getrusage says after exec)."""
+    from exporters.memory import process_peak_rss_mb
+
+    return int(process_peak_rss_mb() * 2**20)
 
 
 def share_cores(threads: int) -> None:

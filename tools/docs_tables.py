@@ -171,6 +171,16 @@ CORPUS_RUNNERS = {"jobs 1": "`evaluate --jobs 1`", "jobs 2": "`evaluate --jobs 2
                   "evaluate full-width": "`evaluate --jobs 2`, full-width"}
 
 
+def gigabytes(mebibytes: float | None) -> str:
+    return "–" if mebibytes is None else f"{mebibytes / 1024:.2f} GB"
+
+
+def per_file_ms(extra: dict) -> str:
+    """Wall time per file once the workers are ready: the mean file's audio over the steady rate."""
+    rate = extra["steady_rate"]
+    return f"{1000 * extra['audio_seconds'] / extra['files'] / rate:.0f}" if rate else "–"
+
+
 def corpus_table(run: dict) -> str | None:
     chosen = [b for b in run["benchmarks"] if "evaluate_corpus" in b["name"] or "corpus_worker_memory" in b["name"]]
     if not chosen:
@@ -178,7 +188,8 @@ def corpus_table(run: dict) -> str | None:
     by_runner = {b["extra_info"]["runner"]: b["extra_info"] | {"wall": b["stats"]["mean"]} for b in chosen}
     one = by_runner.get("jobs 1")
     lines = ["| runner | model | files | audio | wall, start-up included | audio s per s, workers ready | "
-             "vs `--jobs 1` | peak memory per worker |", "|---|---|---|---|---|---|---|---|"]
+             "ms per file, workers ready | vs `--jobs 1` | peak memory per worker |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, label in CORPUS_RUNNERS.items():
         if name not in by_runner:
             continue
@@ -186,8 +197,8 @@ def corpus_table(run: dict) -> str | None:
         rate = extra["steady_rate"]
         speed = f"{rate / one['steady_rate']:.2f}×" if one and extra["model"] == one["model"] and rate else "–"
         lines.append(f"| {label} | {extra['model']} | {extra['files']} | {extra['audio_seconds']:.0f} s | "
-                     f"{extra['wall']:.1f} s | {f'{rate:.1f}' if rate else '–'} | {speed} | "
-                     f"{extra['worker_peak_mb'] / 1024:.2f} GB |")
+                     f"{extra['wall']:.1f} s | {f'{rate:.1f}' if rate else '–'} | {per_file_ms(extra)} | {speed} | "
+                     f"{gigabytes(extra['worker_peak_mb'])} |")
     return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}. Command: `uv run pytest tests/benchmarks "
             "--benchmark-only -k 'evaluate_corpus or corpus_worker_memory' --benchmark-json=bench.json`, then "
             "`uv run python tools/docs_tables.py bench.json`.\n")

@@ -515,9 +515,11 @@ def test_evaluate_corpus(benchmark, record_run, host, backend, load_subject, run
         if ray:
             ray.shutdown()
     assert not [r for r in outcome.records if "error" in r]
+    in_this_process = runner == "jobs 1"  # its peak is pytest's, which holds every model the session loaded
     record_run(benchmark, audio_seconds=sum(r["seconds"] for r in outcome.records), backend=backend,
                precision="fp32", model="sentences", host=host, runner=runner, files=len(entries),
-               worker_peak_mb=outcome.worker_peak_bytes / 2**20, steady_rate=outcome.steady_rate)
+               worker_peak_mb=None if in_this_process else outcome.worker_peak_bytes / 2**20,
+               steady_rate=outcome.steady_rate)
 
 
 @pytest.mark.full

@@ -67,11 +67,17 @@ def same_report(ours: dict, reference: dict) -> None:
 
 
 def test_evaluate_in_two_workers_equals_one_process(tmp_path, digits_in_one_process):
-    """Coverage: `evaluate --jobs 2` on the digits held-out set: the same per-file records (NeMo's decisions on
-    each), in the same order, and the same totals as --jobs 1."""
+    """Coverage: `evaluate --jobs 2` on the digits held-out set (the command run as a user runs it): the same
+    per-file records (NeMo's decisions on each), in the same order, and the same totals as --jobs 1; nothing but
+    the report said (no warning from the workers or their ending: they end with os._exit)."""
     packages, reference = digits_in_one_process
     assert reference["summary"]["files"] == len(held_out_manifest("digits")) >= 5
-    same_report(evaluate_report(tmp_path, packages, "--jobs", "2"), reference)
+    report = tmp_path / "report.json"
+    two = subprocess.run([sys.executable, "-m", "exporters.cli", "evaluate", "--packages", str(packages), "--backend",
+                          "mil", "--jobs", "2", "--report", str(report)], capture_output=True, text=True)
+    assert two.returncode == 0 and "WER" in two.stderr, two.stderr
+    assert "warn" not in two.stderr.lower()
+    same_report(json.loads(report.read_text()), reference)
 
 
 def test_evaluate_on_ray_equals_one_process(tmp_path, digits_in_one_process):
@@ -173,6 +179,17 @@ def test_a_worker_that_dies_has_its_file_tried_again_then_an_error(tmp_path):
     assert [r["audio_filepath"] for r in outcome.records] == names
     errors = {r["audio_filepath"]: r["error"] for r in outcome.records if "error" in r}
     assert list(errors) == ["die-always"] and f"died {ATTEMPTS} times" in errors["die-always"]
+
+
+def test_a_workers_peak_memory_is_its_own(tmp_path):
+    """Coverage: the peak memory reported for a worker is the worker's, not its parent's: a parent holding 1 GB
+    starts workers that hold a few tens of MB (getrusage's peak survives the exec that starts a worker)."""
+    parent_ballast = bytearray(2**30)
+    parent_ballast[::4096] = b"\1" * len(parent_ballast[::4096])  # every page resident
+    entries = [Entry(index, Path(name), None) for index, name in enumerate("ab")]
+    outcome = run(DyingWork(tmp_path / "marker"), entries, jobs=2, progress=False)
+    del parent_ballast
+    assert 0 < outcome.worker_peak_bytes < 2**29
 
 
 def other_run_output(path: Path) -> Path:
