@@ -413,6 +413,7 @@ class WorkerPool:
 
         queue = list(reversed(entries))
         attempts: dict[int, int] = {}
+        deaths_opening = 0
         for _ in range(min(self.jobs, len(entries))):
             self.start()
         while queue or any(w.entry is not None for w in self.workers):
@@ -428,10 +429,13 @@ class WorkerPool:
                 if message is None:  # the process died
                     self.workers.remove(worker)
                     worker.connection.close()
+                    worker.process.join(timeout=5)  # its exit code, said below
                     lost = worker.entry
-                    if lost is None and not worker.ready:
-                        raise UserError(f"a worker died while opening the packages (exit code "
-                                        f"{worker.process.exitcode})")
+                    if not worker.ready:
+                        deaths_opening += 1
+                        if deaths_opening == ATTEMPTS:
+                            raise UserError(f"workers died {ATTEMPTS} times while opening the packages (last exit "
+                                            f"code {worker.process.exitcode})")
                     if lost is not None:
                         attempts[lost.index] = attempts.get(lost.index, 0) + 1
                         if attempts[lost.index] < ATTEMPTS:

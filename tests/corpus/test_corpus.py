@@ -4,6 +4,8 @@ has its file tried again, then recorded as an error; bad settings are one line, 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -137,6 +139,45 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, load_subject):
     assert without_timings(resumed) == without_timings(transcribe_lines(packages, [manifest], "--jobs", "1"))
 
 
+def worker_pids(parent: int) -> list[int]:
+    """The spawned worker processes of `parent` (not multiprocessing's resource tracker)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+            if int(fields[1]) == parent and b"multiprocessing.spawn" in command:
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc (Linux)")
+def test_a_worker_killed_mid_run_has_its_file_done_again(tmp_path, load_subject):
+    """Coverage: `transcribe --jobs 2 --output FILE` run as a command, one of its workers killed with SIGKILL
+    after the first records (as the OOM killer ends one): the run finishes, exit 0, each file has exactly one
+    record, and it prints what --jobs 1 prints."""
+    packages = load_subject("sentences").packages("fp32")
+    manifest = write_manifest(tmp_path / "m.jsonl", held_out_manifest("sentences"))
+    output = tmp_path / "out.jsonl"
+    child = subprocess.Popen([sys.executable, "-m", "exporters.cli", "transcribe", "--packages", str(packages),
+                              "--backend", "mil", "--jobs", "2", "--output", str(output), str(manifest)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (output.exists() and len(output_records(output)) >= 2):
+        assert child.poll() is None, child.stderr.read()
+        assert time.monotonic() < deadline, "no records within 300 s"
+        time.sleep(0.005)
+    workers = worker_pids(child.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    stdout, stderr = child.communicate(timeout=300)
+    assert child.returncode == 0, stderr
+    records = output_records(output)
+    assert sorted(r["audio_filepath"] for r in records) == sorted(str(p) for p, _ in held_out_manifest("sentences"))
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert without_timings(lines) == without_timings(transcribe_lines(packages, [manifest], "--jobs", "1"))
+
+
 class DyingWork:
     """A work whose worker process dies on some files: `die-always` every time, `die-once` the first time (a marker
     file remembers)."""
@@ -181,6 +222,34 @@ def test_a_worker_that_dies_has_its_file_tried_again_then_an_error(tmp_path):
     assert list(errors) == ["die-always"] and f"died {ATTEMPTS} times" in errors["die-always"]
 
 
+class DyingWhileOpening(DyingWork):
+    """A work whose worker processes die while opening it: the first one (a marker file remembers), or all."""
+
+    def __init__(self, marker: Path, always: bool):
+        super().__init__(marker)
+        self.always = always
+
+    def open(self):
+        if not self.always:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))  # only the first worker creates it
+            except FileExistsError:
+                return None
+        os._exit(9)
+
+
+def test_a_worker_that_dies_while_opening_is_replaced_once(tmp_path):
+    """Coverage: a worker process that dies while opening the packages (killed, out of memory) is replaced and the
+    run gives every record; workers that die while opening twice end the run with one line."""
+    from exporters.errors import UserError
+
+    entries = [Entry(index, Path(name), None) for index, name in enumerate("abc")]
+    outcome = run(DyingWhileOpening(tmp_path / "once", always=False), entries, jobs=2, progress=False)
+    assert [r["audio_filepath"] for r in outcome.records] == list("abc")
+    with pytest.raises(UserError, match=f"workers died {ATTEMPTS} times while opening the packages"):
+        run(DyingWhileOpening(tmp_path / "always", always=True), entries, jobs=2, progress=False)
+
+
 def test_a_workers_peak_memory_is_its_own(tmp_path):
     """Coverage: the peak memory reported for a worker is the worker's, not its parent's: a parent holding 1 GB
     starts workers that hold a few tens of MB (getrusage's peak survives the exec that starts a worker)."""
@@ -190,6 +259,36 @@ def test_a_workers_peak_memory_is_its_own(tmp_path):
     outcome = run(DyingWork(tmp_path / "marker"), entries, jobs=2, progress=False)
     del parent_ballast
     assert 0 < outcome.worker_peak_bytes < 2**29
+
+
+class HalfHourWork(DyingWork):
+    """A work whose every file is half an hour of audio, decoded at once."""
+
+    def record(self, state, entry: Entry) -> dict:
+        return {"audio_filepath": str(entry.path), "duration": 1800.0}
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_shows_files_audio_hours_rtfx_and_eta_on_a_terminal_only(tmp_path, monkeypatch, terminal):
+    """Coverage: the progress bar on a terminal: files done of all, hours of audio, RTFx and the time left, erased
+    at the end; in a log (no terminal) nothing."""
+    import re
+
+    from rich.console import Console
+
+    import exporters.cli
+
+    said = io.StringIO()
+    monkeypatch.setattr(exporters.cli, "console", Console(file=said, force_terminal=terminal, width=120))
+    entries = [Entry(index, Path(name), None) for index, name in enumerate("abcd")]
+    run(HalfHourWork(tmp_path / "marker"), entries, jobs=1)
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", said.getvalue()).split("\r")
+    if not terminal:
+        assert said.getvalue() == ""
+        return
+    assert any(re.fullmatch(r" ━+ 0/4 files 0\.00 h audio, RTFx - -:--:--", frame) for frame in frames), frames
+    assert any(re.fullmatch(r" ━+ 4/4 files 2\.00 h audio, RTFx \d+\.\d 0:00:00\n?", frame) for frame in frames), frames
+    assert frames[-1] == ""  # erased
 
 
 def other_run_output(path: Path) -> Path:
