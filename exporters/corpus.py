@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -389,18 +391,22 @@ def local_records(work, entries: list[Entry], jobs: int):
 class WorkerPool:
     """Worker processes (spawned: no torch state is forked) that each open the work once, then decode one file
     at a time as the parent hands them out; the parent sees a worker die (its process sentinel) and knows its
-    file."""
+    file. The workers' temporary files go to one folder the parent removes at the end: a worker killed, or
+    ended with os._exit, cleans nothing up itself."""
 
     def __init__(self, work, jobs: int, threads: int):
         import multiprocessing
+        import tempfile
 
         self.context = multiprocessing.get_context("spawn")
         self.work, self.jobs, self.threads = work, jobs, threads
         self.workers: list[Worker] = []
+        self.scratch = tempfile.mkdtemp(prefix="parakeet-coreml-workers-")
 
     def start(self) -> "Worker":
         parent, child = self.context.Pipe()
-        process = self.context.Process(target=worker_main, args=(self.work, child, self.threads), daemon=True)
+        process = self.context.Process(target=worker_main, args=(self.work, child, self.threads, self.scratch),
+                                       daemon=True)
         process.start()
         child.close()
         worker = Worker(process, parent)
@@ -467,6 +473,7 @@ class WorkerPool:
                 worker.process.kill()
                 worker.process.join()
         self.workers = []
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 @dataclass(eq=False)
@@ -488,15 +495,17 @@ class Worker:
             return None
 
 
-def worker_main(work, connection, threads: int) -> None:
+def worker_main(work, connection, threads: int, scratch: str) -> None:
     """A worker process: its share of the cores, the work opened once, then one record per entry received until
     the parent closes the pipe. Ctrl-C goes to the parent, which ends busy workers with SIGTERM: that unwinds
-    here (temporary folders removed) and ends the process quietly. An idle worker whose pipe closed has nothing to
-    unwind and ends at once: the interpreter's teardown of torch and NeMo takes seconds the parent would wait."""
+    here (temporary folders removed) and ends the process quietly. An idle worker whose pipe closed ends at once:
+    the interpreter's teardown of torch and NeMo takes seconds the parent would wait, and what it would clean up is
+    in `scratch`, the pool's temporary folder."""
     from exporters.interrupts import raise_interrupt
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, raise_interrupt)
+    os.environ["TMPDIR"] = tempfile.tempdir = scratch  # before torch, which makes a folder when imported
     try:
         share_cores(threads)
         single_process_progress_lock()

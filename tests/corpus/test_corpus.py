@@ -71,14 +71,18 @@ def same_report(ours: dict, reference: dict) -> None:
 def test_evaluate_in_two_workers_equals_one_process(tmp_path, digits_in_one_process):
     """Coverage: `evaluate --jobs 2` on the digits held-out set (the command run as a user runs it): the same
     per-file records (NeMo's decisions on each), in the same order, and the same totals as --jobs 1; nothing but
-    the report said (no warning from the workers or their ending: they end with os._exit)."""
+    the report said (no warning from the workers or their ending: they end with os._exit) and no temporary file
+    left behind."""
     packages, reference = digits_in_one_process
     assert reference["summary"]["files"] == len(held_out_manifest("digits")) >= 5
-    report = tmp_path / "report.json"
+    report, temporary = tmp_path / "report.json", tmp_path / "tmp"
+    temporary.mkdir()
     two = subprocess.run([sys.executable, "-m", "exporters.cli", "evaluate", "--packages", str(packages), "--backend",
-                          "mil", "--jobs", "2", "--report", str(report)], capture_output=True, text=True)
+                          "mil", "--jobs", "2", "--report", str(report)], capture_output=True, text=True,
+                         env={**os.environ, "TMPDIR": str(temporary)})
     assert two.returncode == 0 and "WER" in two.stderr, two.stderr
     assert "warn" not in two.stderr.lower()
+    assert list(temporary.iterdir()) == []
     same_report(json.loads(report.read_text()), reference)
 
 
