@@ -323,22 +323,32 @@ def evaluate_packages(packages_dir: Path, manifest: Path | None = None, backend:
     files = []
     counting(len(reference.entries), "decoded by the packages")
     for (path, text), samples, nemo in zip(reference.entries, reference.clips, reference.decisions):
-        started = time.perf_counter()
-        transcript = transcriber.transcribe(samples)
-        decode = time.perf_counter() - started
-        ours = Decisions(transcript.text, *transcript.decisions())
-        files.append(file_result(path, text, ours, len(samples) / transcriber.contract.model.sample_rate, decode, nemo))
+        files.append(packages_result(transcriber, path, text, samples, nemo))
         one_done()
-    used = {name: package_bytes(view.packages[name].path) for name in transcriber.runtimes}
-    variants = set(view.compressed.values())
-    report = Report(str(packages_dir), reference.name, files, used, ",".join(sorted(variants)) or "none",
-                    errors=reference.errors, fusion=fusion)
+    used, compression = used_bytes(view, transcriber)
+    report = Report(str(packages_dir), reference.name, files, used, compression, errors=reference.errors,
+                    fusion=fusion)
     if right_context:
         decide = lambda batch: [transcriber.transcribe(clip).decisions() for clip in batch]  # noqa: E731
         report.right_context = {
             "packages": right_context_flips(decide, reference.clips, reference.cuts, transcriber.frame_samples),
             "nemo": reference.right_context}
     return report
+
+
+def packages_result(transcriber, path: Path, text: str, samples: np.ndarray, nemo: Decisions) -> FileResult:
+    """One file decoded by the packages, timed, against NeMo's decisions on it."""
+    started = time.perf_counter()
+    transcript = transcriber.transcribe(samples)
+    decode = time.perf_counter() - started
+    return file_result(path, text, Decisions(transcript.text, *transcript.decisions()),
+                       len(samples) / transcriber.contract.model.sample_rate, decode, nemo)
+
+
+def used_bytes(view, transcriber) -> tuple[dict[str, int], str]:
+    """The bytes of each package the transcriber uses, and the export's compression variants ("none")."""
+    used = {name: package_bytes(view.packages[name].path) for name in transcriber.runtimes}
+    return used, ",".join(sorted(set(view.compressed.values()))) or "none"
 
 
 def package_bytes(path: Path) -> int:
@@ -385,8 +395,7 @@ class Evaluation:
             view = open_export(packages_dir, model_source, mapping)
             self.transcriber = view_transcriber(view, backend, joint_mode, command="evaluate", fusion=fusion)
             self.model, self.system = view.model, str(packages_dir)
-            self.package_bytes = {name: package_bytes(view.packages[name].path) for name in self.transcriber.runtimes}
-            self.compression = ",".join(sorted(set(view.compressed.values()))) or "none"
+            self.package_bytes, self.compression = used_bytes(view, self.transcriber)
             self.model_source = view.model_source
         else:
             self.model, self.system, self.model_source = load_model(model_source), f"NeMo {model_source}", model_source
@@ -405,14 +414,9 @@ class Evaluation:
         except UserError as error:
             return {"audio_filepath": str(path), "error": str(error)}
         nemo, nemo_seconds = nemo_file_decisions(self.model, path)
-        seconds = len(samples) / self.sample_rate
         if self.transcriber is None:
-            return asdict(file_result(path, text, nemo, seconds, nemo_seconds, None))
-        started = time.perf_counter()
-        transcript = self.transcriber.transcribe(samples)
-        decode = time.perf_counter() - started
-        return asdict(file_result(path, text, Decisions(transcript.text, *transcript.decisions()), seconds, decode,
-                                  nemo))
+            return asdict(file_result(path, text, nemo, len(samples) / self.sample_rate, nemo_seconds, None))
+        return asdict(packages_result(self.transcriber, path, text, samples, nemo))
 
     def close(self) -> None:
         self.settings.close()

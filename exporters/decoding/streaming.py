@@ -168,10 +168,13 @@ class Stream:
     def timed(self, hypothesis: TdtHypothesis, origin: int) -> list[TokenTiming]:
         """The hypothesis's tokens with frames counted from the start of the stream (`origin`: the stream frame of
         the window's frame 0)."""
+        return self.token_timings(hypothesis.tokens, hypothesis.frames, hypothesis.durations, self.steps - 1, origin)
+
+    def token_timings(self, tokens, frames, durations, window: int, origin: int = 0) -> list[TokenTiming]:
         seconds = self.transcriber.frame_seconds
-        return [TokenTiming(token, self.transcriber.tokenizer.id_to_piece(token), self.steps - 1, origin + frame,
-                            duration, (origin + frame) * seconds, (origin + frame + duration) * seconds)
-                for token, frame, duration in zip(hypothesis.tokens, hypothesis.frames, hypothesis.durations)]
+        return [TokenTiming(token, self.transcriber.tokenizer.id_to_piece(token), window, origin + frame, duration,
+                            (origin + frame) * seconds, (origin + frame + duration) * seconds)
+                for token, frame, duration in zip(tokens, frames, durations)]
 
     def text(self, timings: list[TokenTiming]) -> str:
         return self.transcriber.tokenizer.decode([t.token_id for t in timings])
@@ -211,11 +214,7 @@ class Stream:
         return group_words(refine_punctuation(timings, self.transcriber.punctuation), self.transcriber.tokenizer)
 
     def all_words(self) -> list[WordTiming]:
-        seconds = self.transcriber.frame_seconds
-        tokens, frames, durations = self.decisions()
-        return self.words_of([TokenTiming(token, self.transcriber.tokenizer.id_to_piece(token), 0, frame, duration,
-                                          frame * seconds, (frame + duration) * seconds)
-                              for token, frame, duration in zip(tokens, frames, durations)])
+        return self.words_of(self.token_timings(*self.decisions(), window=0))
 
     def decisions(self) -> tuple[list[int], list[int], list[int]]:
         """Final token ids, frames and durations so far (what a comparison with NeMo checks)."""
