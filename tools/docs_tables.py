@@ -9,7 +9,8 @@ them (a substring of their names, `|` for several); `<!-- table: evaluate MANIFE
 on that manifest (for example "held-out set of sentences"), one row per export; `<!-- table: custom vocabulary
 MANIFEST -->` the reports decoded with phrase boosting or an LM, one row per setting; `<!-- table: streaming -->`
 the streaming benchmarks' quality and latency; `<!-- table: evaluate_corpus -->` evaluate over many files by
-runner. The table is replaced whole,
+runner; `<!-- table: long_form -->` long files against NeMo on the whole file; `<!-- table: window_bytes -->` the
+bytes of multifunction packages. The table is replaced whole,
 with the host (CPU, family/model, vector instruction set, cores), the versions, the date and the command that
 made it: a new run replaces the old figures, history lives in git. A table no file given has figures for is
 left as it is.
@@ -166,6 +167,47 @@ def streaming_table(run: dict) -> str | None:
             "`uv run python tools/docs_tables.py bench.json`.\n")
 
 
+def long_form_table(run: dict) -> str | None:
+    chosen = sorted((b for b in run["benchmarks"] if "long_form_against_nemo" in b["name"]),
+                    key=lambda b: (b["extra_info"]["layout"], b["extra_info"]["model"]))
+    if not chosen:
+        return None
+    lines = ["| model | how | files | words | words differing from NeMo on the whole file | "
+             "errors vs true text: packages / NeMo |", "|---|---|---|---|---|---|"]
+    for benchmark in chosen:
+        extra = benchmark["extra_info"]
+        lines.append(f"| `{extra['model']}` | {extra['layout']} | {extra['files']} | {extra['words']:,} | "
+                     f"{extra['differing_from_nemo']} | {extra['errors_packages']} / {extra['errors_nemo']} |")
+    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}; fp32 packages, {chosen[0]['extra_info']['backend']} "
+            "backend. Command: `uv run pytest tests/benchmarks --benchmark-only -k long_form "
+            "--benchmark-json=bench.json`, then `uv run python tools/docs_tables.py bench.json`.\n")
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
+def window_bytes_table(run: dict) -> str | None:
+    """Each multifunction package's bytes against its windows apart, from the benchmarks that record `bytes`."""
+    sizes = {}
+    for benchmark in sorted(run["benchmarks"], key=lambda b: b["name"]):
+        extra = benchmark.get("extra_info", {})
+        for package, size in (extra.get("bytes") or {}).items():
+            sizes.setdefault((extra["model"], package), size)
+    if not sizes:
+        return None
+    lines = ["| model | package | multifunction (4 windows) | the 15 s window alone | 4 separate packages | "
+             "multifunction / one window |", "|---|---|---|---|---|---|"]
+    for (model, package), size in sorted(sizes.items(), key=lambda item: -item[1]["multifunction"]):
+        lines.append(f"| `{model}` | {package} | {megabytes(size['multifunction'])} | "
+                     f"{megabytes(size['largest_window_alone'])} | {megabytes(size['separate'])} | "
+                     f"{size['versus_one_window']:.3f} |")
+    chosen = [b for b in run["benchmarks"] if b.get("extra_info", {}).get("bytes")]
+    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}; fp32. Command: `uv run pytest tests/benchmarks "
+            "--benchmark-only -k multifunction_package_bytes "
+            "--benchmark-json=bench.json`, then `uv run python tools/docs_tables.py bench.json`.\n")
+
+
 CORPUS_RUNNERS = {"jobs 1": "`evaluate --jobs 1`", "jobs 2": "`evaluate --jobs 2`",
                   "ray": "`evaluate --ray auto` (2 CPUs)", "transcribe full-width": "`transcribe --jobs 2`, full-width",
                   "evaluate full-width": "`evaluate --jobs 2`, full-width"}
@@ -216,6 +258,10 @@ def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
             made = streaming_table(run)
         elif name == "evaluate_corpus":
             made = corpus_table(run)
+        elif name == "long_form":
+            made = long_form_table(run)
+        elif name == "window_bytes":
+            made = window_bytes_table(run)
         elif name.startswith(CUSTOM_VOCABULARY):
             made = custom_vocabulary_table(list(reports), name[len(CUSTOM_VOCABULARY):])
         else:

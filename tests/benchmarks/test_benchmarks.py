@@ -108,6 +108,55 @@ def streamed_minute(load_subject):
     return subject, audio, " ".join(texts[i] for i in order), offline.text
 
 
+LONG_FORM_ON_NEMO: dict = {}  # (model, shifts) -> the shifted clips, the true text, NeMo's text of each clip
+
+
+def long_form_on_nemo(subject, shifts: tuple[float, ...]):
+    """A trained model's long-form clip after each shift's silence, its true text, and NeMo transcribe() on each
+    shifted clip as a file."""
+    from exporters.long_form import grid_shifted, long_form
+
+    key = (subject.source, shifts)
+    if key not in LONG_FORM_ON_NEMO:
+        rate = subject.contract.model.sample_rate
+        audio, truth = long_form(subject.source, rate)
+        clips = grid_shifted(audio, rate, list(shifts))
+        paths = [str(subject_tmp_wav(samples, rate)) for samples in clips.values()]
+        on_file = nemo_transcribe(subject.model, paths, batch_size=1)
+        LONG_FORM_ON_NEMO[key] = clips, truth, {name: h.text for name, h in zip(clips, on_file)}
+    return LONG_FORM_ON_NEMO[key]
+
+
+@pytest.mark.parametrize("source", ["digits", "sentences"])
+@pytest.mark.parametrize("layout", ["15 s chunks", "65 s window"])
+def test_long_form_against_nemo_on_the_whole_file(benchmark, record_run, host, backend, load_subject, source, layout):
+    """Coverage: the 12 grid-shifted >= 60 s long-form clips of a trained model (two in plain runs) through its fp32
+    packages, chunked in 15 s windows (joint path) or whole in the 65 s window of a 15 + 65 s export (decode-step
+    path): the words differing from NeMo transcribe() on each whole file, the errors of both against the true
+    text, and the time per file."""
+    from exporters.decoding.transcriber import open_transcriber
+    from exporters.long_form import DECODE_STEP_COMPONENTS, GRID_SHIFTS, LONG_WINDOW_SECONDS, word_differences
+
+    subject = load_subject(source)
+    clips, truth, nemo_texts = long_form_on_nemo(subject, tuple(GRID_SHIFTS[:2] if benchmark.disabled else GRID_SHIFTS))
+    packages, joint_mode = (subject.packages("fp32"), "joint") if layout == "15 s chunks" else \
+        (subject.windowed("fp32", (15.0, LONG_WINDOW_SECONDS), DECODE_STEP_COMPONENTS), "decode_step")
+    try:
+        transcriber = open_transcriber(packages, backend, joint_mode)
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+    transcripts = benchmark.pedantic(lambda: [transcriber.transcribe(samples) for samples in clips.values()],
+                                     rounds=1, iterations=1)
+    texts = dict(zip(clips, (t.text for t in transcripts)))
+    assert all(texts.values())
+    record_run(benchmark, audio_seconds=sum(map(len, clips.values())) / subject.contract.model.sample_rate,
+               backend=backend, precision="fp32", model=source, host=host, layout=layout, files=len(clips),
+               words=len(truth.split()) * len(clips),
+               differing_from_nemo=sum(word_differences(nemo_texts[name], texts[name]) for name in clips),
+               errors_packages=sum(word_differences(truth, text) for text in texts.values()),
+               errors_nemo=sum(word_differences(truth, text) for text in nemo_texts.values()))
+
+
 def subject_tmp_wav(audio: np.ndarray, rate: int):
     import tempfile
     from pathlib import Path
@@ -379,12 +428,14 @@ def multifunction_bytes(packages) -> dict:
     return sizes
 
 
-@pytest.mark.parametrize("source", ["tiny", "sentences"])
-def test_multifunction_package_bytes(benchmark, record_run, host, load_subject, source):
-    """Coverage: bytes of each windowed fp32 package of the 2.5 / 5 / 10 / 15 s export against its windows
-    saved as separate packages and against the 15 s window alone (the goal: <= 1.05x one window). The timed
-    part only reads the export's metadata.json."""
-    sizes = benchmark(multifunction_bytes, load_subject(source).windowed("fp32"))
+@pytest.mark.parametrize("source", ["tiny", "sentences", pytest.param("full-random", marks=pytest.mark.full)])
+def test_multifunction_package_bytes(benchmark, record_run, host, load_subject, source, request):
+    """Coverage: bytes of each windowed fp32 package of the 2.5 / 5 / 10 / 15 s export (the full-width one: the
+    packages of a decode-step transcription) against its windows saved as separate packages and against the 15 s
+    window alone (the goal: <= 1.05x one window). The timed part only reads the export's metadata.json."""
+    packages = request.getfixturevalue("full_windowed_packages") if source == "full-random" else \
+        load_subject(source).windowed("fp32")
+    sizes = benchmark(multifunction_bytes, packages)
     record_run(benchmark, audio_seconds=15.0, backend="none", precision="fp32", model=source, host=host, bytes=sizes)
 
 

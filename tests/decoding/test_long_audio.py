@@ -9,30 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporters.audio import FIXTURE_AUDIO_DIR, held_out_clips, join_with_pauses, load_audio
+from exporters.audio import FIXTURE_AUDIO_DIR, load_audio
 from exporters.decoding.chunking import NORMALIZATION_GUARD, Chunking, plan_chunks
 from exporters.errors import UserError
+from exporters.long_form import (DECODE_STEP_COMPONENTS, GRID_SHIFTS, LONG_FORM_SECONDS, LONG_WINDOW_SECONDS,
+                                 grid_shifted, long_form, word_differences)
 from exporters.reference import hypothesis_decisions, nemo_transcriber
 
-GRID_SHIFTS = [0.125 * step for step in range(12)]  # seconds of silence before the audio: 0 .. 1.375
-LONG_FORM_SECONDS = 60.0
 WER_POINTS_OVER_NEMO = 0.01  # chunked decoding may trail NeMo on the whole file by at most 1 point of WER
-LONG_WINDOW_SECONDS = 65.0  # holds the long-form clip at every grid shift
-DECODE_STEP_COMPONENTS = ("preprocessor", "encoder", "decoder", "decode_step")
 
 
 def timeline(transcript):
     return [(t.token_id, t.window, t.frame, t.duration) for t in transcript.tokens]
-
-
-def word_differences(reference: str, hypothesis: str) -> int:
-    """Substitutions + deletions + insertions between the two word sequences (no normalization)."""
-    import jiwer
-
-    if not reference.split():
-        return len(hypothesis.split())
-    output = jiwer.process_words(reference, hypothesis)
-    return output.substitutions + output.deletions + output.insertions
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +34,6 @@ def speech_36s(tiny_contract) -> np.ndarray:
 @pytest.fixture(scope="session")
 def trained_subject(load_subject, request):
     return load_subject(request.param)
-
-
-def long_form(subject) -> tuple[np.ndarray, str]:
-    """At least 60 s of the model's committed held-out clips joined with natural pauses, and its true text."""
-    rate = subject.contract.model.sample_rate
-    clips, texts = held_out_clips(subject.source, rate)
-    audio, order = join_with_pauses(clips, rate, LONG_FORM_SECONDS, seed=0)
-    return audio, " ".join(texts[index] for index in order)
 
 
 def test_chunks_tile_the_audio_within_the_window():
@@ -105,12 +85,10 @@ def test_token_frames_are_continuous_across_chunks(tiny_contract, tiny_packages_
 def long_form_case(trained_subject, case_for):
     """The long-form clip shifted by each of GRID_SHIFTS (silence before it), NeMo transcribe() on each as a file,
     and the true text."""
-    audio, truth = long_form(trained_subject)
     rate = trained_subject.contract.model.sample_rate
+    audio, truth = long_form(trained_subject.source, rate)
     assert len(audio) >= LONG_FORM_SECONDS * rate
-    clips = {f"shift_{shift:.3f}": np.concatenate([np.zeros(int(shift * rate), np.float32), audio])
-             for shift in GRID_SHIFTS}
-    return case_for(trained_subject, clips), truth
+    return case_for(trained_subject, grid_shifted(audio, rate)), truth
 
 
 @pytest.mark.parametrize("trained_subject", ["digits", "sentences"], indirect=True)

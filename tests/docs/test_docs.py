@@ -169,3 +169,41 @@ def test_docs_tables_write_an_evaluate_table_one_row_per_export(tmp_path):
         "| none | 1,234,567 B | 16/16 | 98.8 % | 4.1 % | 4.8 % | 1 token, 1/16 clips | 1 token, 1/16 clips |",
         "| int8 | 1,234,567 B | 15/16 | 98.8 % | 4.1 % | 4.8 % | 1 token, 1/16 clips | 1 token, 1/16 clips |"]
     assert "Some CPU (family/model 25/17, AVX512), 2 cores; nemo 3.0.0; 2026-12-05" in page.read_text()
+
+
+def test_docs_tables_write_the_long_form_and_window_bytes_tables(tmp_path):
+    """tools/docs_tables.py: long-form benchmarks become one row per model and way of running (words, words
+    differing from NeMo, errors of both); benchmarks recording package bytes one row per model and package, the
+    largest first, each package once."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "tools" / "docs_tables.py")
+    docs_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs_tables)
+    page = tmp_path / "page.md"
+    page.write_text("<!-- table: long_form -->\n<!-- end table -->\n<!-- table: window_bytes -->\n<!-- end table -->\n")
+    host = {"cpu": "Some CPU", "cpu_family_model": "6/207", "cpu_capability": "AVX512", "cores": 2, "versions": {}}
+    stats = {"mean": 1.0, "median": 1.0, "rounds": 1}
+
+    def long_form(model, layout, differing):
+        return {"name": f"test_long_form_against_nemo_on_the_whole_file[mil-{layout}-{model}]", "stats": stats,
+                "extra_info": {"model": model, "layout": layout, "files": 12, "words": 1236, "backend": "mil",
+                               "differing_from_nemo": differing, "errors_packages": 5, "errors_nemo": 4,
+                               "host": host}}
+
+    encoder = {"multifunction": 2_415_500_000, "largest_window_alone": 2_370_900_000, "separate": 9_416_100_000,
+               "versus_one_window": 1.019}
+    small = {"multifunction": 3_000_000, "largest_window_alone": 2_000_000, "separate": 6_500_000,
+             "versus_one_window": 1.5}
+    sized = [{"name": name, "stats": stats, "extra_info": {"model": "full-random", "host": host,
+                                                          "bytes": {"encoder": encoder, "preprocessor": small}}}
+             for name in ("test_multifunction_package_bytes[full-random]", "test_short_clip_by_window_full_width")]
+    run = {"datetime": "2026-12-06T04:00:00", "machine_info": {},
+           "benchmarks": [long_form("digits", "65 s window", 0), long_form("digits", "15 s chunks", 4), *sized]}
+    assert docs_tables.rewrite(page, run) == ["long_form", "window_bytes"]
+    rows = [line for line in page.read_text().splitlines() if line.startswith("| `")]
+    assert rows == ["| `digits` | 15 s chunks | 12 | 1,236 | 4 | 5 / 4 |",
+                    "| `digits` | 65 s window | 12 | 1,236 | 0 | 5 / 4 |",
+                    "| `full-random` | encoder | 2415.5 MB | 2370.9 MB | 9416.1 MB | 1.019 |",
+                    "| `full-random` | preprocessor | 3.0 MB | 2.0 MB | 6.5 MB | 1.500 |"]
+    assert page.read_text().count("Some CPU (family/model 6/207, AVX512), 2 cores") == 2
