@@ -114,22 +114,29 @@ def output_records(path: Path) -> list[dict]:
     return [r for r in records if "run" not in r and "described" not in r]
 
 
+def transcribing(tmp_path: Path, packages: Path, records: int, **popen_options):
+    """`transcribe --jobs 2 --output FILE` over the sentences held-out set, started as a command and still running
+    once `records` records are in its output: the process, the manifest and the output."""
+    manifest = write_manifest(tmp_path / "m.jsonl", held_out_manifest("sentences"))
+    output = tmp_path / "out.jsonl"
+    child = subprocess.Popen([sys.executable, "-m", "exporters.cli", "transcribe", "--packages", str(packages),
+                              "--backend", "mil", "--jobs", "2", "--output", str(output), str(manifest)],
+                             stderr=subprocess.PIPE, text=True, **popen_options)
+    deadline = time.monotonic() + 300
+    while not (output.exists() and len(output_records(output)) >= records):
+        assert child.poll() is None, child.stderr.read()
+        assert time.monotonic() < deadline, "no records within 300 s"
+        time.sleep(0.005)
+    return child, manifest, output
+
+
 def test_a_killed_run_resumes_where_it_stopped(tmp_path, load_subject):
     """Coverage: `transcribe --jobs 2 --output FILE` killed with SIGKILL (the whole process group: the command and
     its workers) after a few records leaves only whole lines; a line cut short by a crash of the machine is
     dropped; running again does only the missing files (each file has exactly one record in the end) and prints
     what an uninterrupted run prints."""
     packages = load_subject("sentences").packages("fp32")
-    manifest = write_manifest(tmp_path / "m.jsonl", held_out_manifest("sentences"))
-    output = tmp_path / "out.jsonl"
-    child = subprocess.Popen([sys.executable, "-m", "exporters.cli", "transcribe", "--packages", str(packages),
-                              "--backend", "mil", "--jobs", "2", "--output", str(output), str(manifest)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not (output.exists() and len(output_records(output)) >= 3):
-        assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, "no records within 300 s"
-        time.sleep(0.005)
+    child, manifest, output = transcribing(tmp_path, packages, 3, stdout=subprocess.DEVNULL, start_new_session=True)
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     before = output_records(output)
@@ -161,16 +168,7 @@ def test_a_worker_killed_mid_run_has_its_file_done_again(tmp_path, load_subject)
     after the first records (as the OOM killer ends one): the run finishes, exit 0, each file has exactly one
     record, and it prints what --jobs 1 prints."""
     packages = load_subject("sentences").packages("fp32")
-    manifest = write_manifest(tmp_path / "m.jsonl", held_out_manifest("sentences"))
-    output = tmp_path / "out.jsonl"
-    child = subprocess.Popen([sys.executable, "-m", "exporters.cli", "transcribe", "--packages", str(packages),
-                              "--backend", "mil", "--jobs", "2", "--output", str(output), str(manifest)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not (output.exists() and len(output_records(output)) >= 2):
-        assert child.poll() is None, child.stderr.read()
-        assert time.monotonic() < deadline, "no records within 300 s"
-        time.sleep(0.005)
+    child, manifest, output = transcribing(tmp_path, packages, 2, stdout=subprocess.PIPE)
     workers = worker_pids(child.pid)
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
