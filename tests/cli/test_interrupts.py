@@ -55,7 +55,8 @@ def test_sigterm_during_evaluate_removes_nemo_temporary_folder_and_writes_no_rep
     entries = held_out_manifest("digits")[:3] * 70
     manifest = write_manifest(tmp_path / "m.jsonl", entries)
     child = start(tmp_path, "evaluate", "--model", "digits", "--manifest", manifest, "--report", tmp_path / "r.json")
-    wait_for(lambda: any((tmp_path / "tmp").glob("*/manifest.json")), child, "NeMo's temporary manifest appeared")
+    # NeMo's folder sits in the workers' temporary folder when the files run in worker processes (the default)
+    wait_for(lambda: any((tmp_path / "tmp").rglob("manifest.json")), child, "NeMo's temporary manifest appeared")
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == INTERRUPTED, stderr
