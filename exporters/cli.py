@@ -612,7 +612,7 @@ def transcribe(
         from exporters.corpus import Entry, TranscribeWork, check_jobs, run
 
         check_jobs(jobs)
-        check_our_export(packages, mode, fused, chunking)
+        check_export_alone(packages, model or map_, mode, fused, "transcribe", chunking)
         entries = [Entry(index, path, None) for index, path in enumerate(expand_inputs(audio))]
         work = TranscribeWork(packages, mode, fused, backend, chunking, lock, model, tuple(map_), fusion)
         if model or map_ or fusion:
@@ -745,17 +745,21 @@ def run_transcribe(transcriber, audio: Path):
     return transcriber.transcribe(load_audio(audio, transcriber.contract.model.sample_rate))
 
 
-def check_our_export(packages: Path, joint_mode: str | None, fused: bool, chunking) -> None:
-    """What the packages lack for the joint mode, and chunk settings that cannot fit them, said before any worker
-    starts (our exports: from metadata.json; another converter's are checked by the workers, with the model)."""
+def check_export_alone(packages: Path, judged_with, joint_mode: str | None, fused: bool, command: str, chunking=None):
+    """Before any worker starts: an export judged without a model (`judged_with`: the --model or --map given, if
+    any) must be ours, and what its packages lack for the joint mode, or chunk settings that cannot fit them, is
+    said from its metadata.json. Its view; None when judged with a model (the workers check the packages with it)."""
     from exporters.decoding.chunking import check_chunking
     from exporters.decoding.transcriber import decoding_components
-    from exporters.export_view import is_our_export, open_export
+    from exporters.export_view import open_export
 
-    if Path(packages).is_dir() and is_our_export(Path(packages)):
-        view = open_export(packages)
-        decoding_components(view, joint_mode, fused, "transcribe")
+    if judged_with:
+        return None
+    view = open_export(packages)
+    decoding_components(view, joint_mode, fused, command)
+    if chunking is not None:
         check_chunking(view.contract, chunking)
+    return view
 
 
 def said_failures(outcome) -> bool:
@@ -897,14 +901,10 @@ def evaluate_file_by_file(packages, model, mapping, manifest, backend, joint_mod
     """evaluate as exporters.corpus runs it: each file by the packages and NeMo in a worker, records in manifest
     order (resumed from `output`), the report's totals over all of them."""
     from exporters.corpus import Entry, EvaluateWork, check_jobs, run
-    from exporters.decoding.transcriber import decoding_components
     from exporters.evaluate import manifest_entries, report_from_records
-    from exporters.export_view import open_export
 
     check_jobs(jobs)
-    if packages is not None and model is None:  # ours: said from metadata.json before any worker starts
-        view = open_export(packages)
-        decoding_components(view, joint_mode, False, "evaluate")
+    view = None if packages is None else check_export_alone(packages, model or mapping, joint_mode, False, "evaluate")
     source = model or view.model_source
     name, entries = manifest_entries(manifest, source)
     work = EvaluateWork(packages, model, mapping, backend, joint_mode, fusion)

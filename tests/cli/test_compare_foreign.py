@@ -150,6 +150,18 @@ def test_transcribe_and_evaluate_take_a_foreign_export(foreign_copy):
     assert transcribed.stdout.strip().splitlines()[-1] == hypothesis
 
 
+@pytest.mark.parametrize("command", ["evaluate", "transcribe"])
+def test_a_foreign_export_without_its_model_is_one_line_before_any_work(foreign_copy, command, one_line_error):
+    """Coverage: evaluate, and transcribe over several files (worker processes), of another converter's export
+    without --model say so in one line (exit 2) before any file is decoded."""
+    from exporters.audio import FIXTURE_AUDIO_DIR
+
+    clips = [str(path) for path in sorted((FIXTURE_AUDIO_DIR / "digits").glob("*.wav"))[:2]]
+    options = ["--jobs", "1", *clips] if command == "transcribe" else []
+    result = runner.invoke(app, [command, "--packages", str(foreign_copy("digits")), "--backend", "mil", *options])
+    one_line_error(result, "pass --model SRC")
+
+
 def test_packages_in_fluidaudios_layout_without_our_metadata_are_judged(load_subject, tmp_path):
     """Coverage: FluidAudio's file names as a model hub ships them (Preprocessor, Encoder, Decoder, JointDecisionv3;
     no metadata.json of ours): found by name, the flat waveform and single-step names bound, every gate passes."""
