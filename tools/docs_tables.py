@@ -4,13 +4,14 @@
     uv run parakeet-coreml evaluate --packages build/s-int8 --right-context --report eval/int8.json   # per variant
     uv run python tools/docs_tables.py bench.json eval/*.json
 
-Each table sits in a docs page between `<!-- table: NAME -->` and `<!-- end table -->`. For benchmarks NAME picks
+Each table sits in README.md or a docs page between `<!-- table: NAME -->` and `<!-- end table -->`. For benchmarks NAME picks
 them (a substring of their names, `|` for several); `<!-- table: evaluate MANIFEST -->` takes the evaluate reports
 on that manifest (for example "held-out set of sentences"), one row per export; `<!-- table: custom vocabulary
 MANIFEST -->` the reports decoded with phrase boosting or an LM, one row per setting; `<!-- table: streaming -->`
 the streaming benchmarks' quality and latency; `<!-- table: evaluate_corpus -->` evaluate over many files by
 runner; `<!-- table: long_form -->` long files against NeMo on the whole file; `<!-- table: window_bytes -->` the
-bytes of multifunction packages. The table is replaced whole,
+bytes of multifunction packages; `<!-- table: full_width_variants -->` the full-width encoder per compression
+variant, and `<!-- table: variants -->` (the README's) its bytes with what each is for. The table is replaced whole,
 with the host (CPU, family/model, vector instruction set, cores), the versions, the date and the command that
 made it: a new run replaces the old figures, history lives in git. A table no file given has figures for is
 left as it is.
@@ -23,7 +24,8 @@ import json
 import re
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 TABLE = re.compile(r"(<!-- table: (?P<name>[^>]+?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
 
@@ -208,6 +210,75 @@ def window_bytes_table(run: dict) -> str | None:
             "--benchmark-json=bench.json`, then `uv run python tools/docs_tables.py bench.json`.\n")
 
 
+# What each full-width encoder variant is for, beside its measured bytes in the README (the figures behind these
+# words: docs/compression.md).
+VARIANT_USES = {
+    ("fp32", "none"): "the reference; CPU and GPU",
+    ("fp16", "none"): "Neural Engine and GPU, half the bytes",
+    ("fp16", "int8"): "half again; NeMo's decisions on most files ([decisions](docs/compression.md))",
+    ("fp16", "palette8"): "as small as int8, a k-means palette per tensor",
+    ("fp16", "palette6"): "smaller, with more decisions changed ([decisions](docs/compression.md))",
+    ("fp16", "palette4"): "smallest, most decisions changed ([decisions](docs/compression.md))",
+    ("fp16", "int4-block32"): "iOS 18; its documented gains are on the GPU",
+}
+FULL_WIDTH_VARIANTS_COMMAND = ("`uv run pytest tests/benchmarks --benchmark-only -k 'full_width_encoder_variant or "
+                               "multifunction_package_bytes' --benchmark-json=bench.json`, then "
+                               "`uv run python tools/docs_tables.py bench.json`")
+
+
+def convert_options(extra: dict) -> str:
+    if extra["variant"] == "none":
+        return f"`--precision {extra['precision']}`"
+    return f"`--precision {extra['precision']} --compress {extra['variant']}`"
+
+
+def full_width_variants(run: dict) -> list[dict]:
+    """The full-width encoder variant benchmarks, in VARIANT_USES order."""
+    order = list(VARIANT_USES)
+    chosen = [b for b in run["benchmarks"] if "full_width_encoder_variant" in b["name"]]
+    return sorted(chosen, key=lambda b: order.index((b["extra_info"]["precision"], b["extra_info"]["variant"])))
+
+
+def full_width_variants_table(run: dict) -> str | None:
+    """Each full-width encoder variant: bytes, distance from NeMo under its row, the export's peak, one call."""
+    chosen = full_width_variants(run)
+    if not chosen:
+        return None
+    lines = ["| variant | `convert` options | encoder bytes | max \\|Δ\\| / PSNR against NeMo | its tolerance row | "
+             "export's peak memory | one encoder call (median) |", "|---|---|---|---|---|---|---|"]
+    for benchmark in chosen:
+        extra = benchmark["extra_info"]
+        lines.append(f"| {extra['variant']} ({extra['precision']}) | {convert_options(extra)} | "
+                     f"{extra['encoder_bytes']:,} B | {extra['max_abs']:.3g} / {extra['psnr']:.1f} dB | "
+                     f"{extra['tolerance']} | {gigabytes(extra['export_peak_mb'])} | "
+                     f"{milliseconds(benchmark['stats']['median'])} |")
+    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}; {chosen[0]['extra_info']['backend']} backend, the 16 s "
+            "clip in the 15 s window; the uncompressed rows' peak is that of their export of every package. "
+            f"Command: {FULL_WIDTH_VARIANTS_COMMAND}.\n")
+
+
+def variants_table(run: dict) -> str | None:
+    """The README's variants: the full-width encoder's bytes per variant, what each is for, and the windows' cost."""
+    chosen = full_width_variants(run)
+    if not chosen:
+        return None
+    lines = ["| variant | `convert` options | encoder bytes | for |", "|---|---|---|---|"]
+    for benchmark in chosen:
+        extra = benchmark["extra_info"]
+        lines.append(f"| {extra['variant'] if extra['variant'] != 'none' else extra['precision']} | "
+                     f"{convert_options(extra)} | {extra['encoder_bytes'] / 1e6:,.0f} MB | "
+                     f"{VARIANT_USES[extra['precision'], extra['variant']]} |")
+    lines.append("| mixed | `--compress mixed --mixed-plan plan.json` | per plan | per weight the smallest format that "
+                 "keeps NeMo's decisions on your calibration audio |")
+    windows = [b for b in run["benchmarks"] if "multifunction_package_bytes" in b["name"]
+               and b["extra_info"]["model"] == "full-random" and "encoder" in b["extra_info"].get("bytes", {})]
+    if windows:
+        ratio = windows[0]["extra_info"]["bytes"]["encoder"]["versus_one_window"]
+        lines.append(f"| several windows | `--windows 2.5,5,10,15` | {(ratio - 1) * 100:+.1f} % | short utterances "
+                     "run in a short window ([windows](docs/windows.md)) |")
+    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}. Command: {FULL_WIDTH_VARIANTS_COMMAND}.\n")
+
+
 CORPUS_RUNNERS = {"jobs 1": "`evaluate --jobs 1`", "jobs 2": "`evaluate --jobs 2`",
                   "ray": "`evaluate --ray auto` (2 CPUs)", "transcribe full-width": "`transcribe --jobs 2`, full-width",
                   "evaluate full-width": "`evaluate --jobs 2`, full-width"}
@@ -262,6 +333,10 @@ def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:
             made = long_form_table(run)
         elif name == "window_bytes":
             made = window_bytes_table(run)
+        elif name == "full_width_variants":
+            made = full_width_variants_table(run)
+        elif name == "variants":
+            made = variants_table(run)
         elif name.startswith(CUSTOM_VOCABULARY):
             made = custom_vocabulary_table(list(reports), name[len(CUSTOM_VOCABULARY):])
         else:
@@ -282,12 +357,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json_files", type=Path, nargs="+", help="pytest-benchmark JSON and evaluate reports")
     parser.add_argument("--docs", type=Path, default=DOCS)
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     arguments = parser.parse_args()
     documents = [json.loads(path.read_text()) for path in arguments.json_files]
     runs = [d for d in documents if "benchmarks" in d]
     run = {**runs[-1], "benchmarks": [b for r in runs for b in r["benchmarks"]]} if runs else {"benchmarks": []}
     reports = [d for d in documents if "summary" in d]
-    for page in sorted(arguments.docs.glob("*.md")):
+    for page in [arguments.readme, *sorted(arguments.docs.glob("*.md"))]:
         for name in rewrite(page, run, reports):
             print(f"{page.name}: {name}")
 

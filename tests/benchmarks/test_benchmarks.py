@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from exporters.audio import FIXTURE_AUDIO_DIR, fit_window, load_audio
 from exporters.components import COMPONENTS
+from exporters.compression import NONE
 from exporters.contract import TOKEN_BIAS
-from exporters.evaluate import held_out_manifest
+from exporters.evaluate import held_out_manifest, package_bytes
 from exporters.example_inputs import example_inputs
 from exporters.memory import process_peak_rss_mb
 from exporters.metadata import read_metadata
+from exporters.parity.diff import assert_passed, psnr_db
+from exporters.parity.gates import GateContext, encoder_gate, nemo_mel_and_encoded
 from exporters.reference import nemo_runtime, nemo_transcribe
 from exporters.runtime import COREML_COMPUTE_UNITS, BackendUnavailable, CountingRuntime, coreml_available, load
 
@@ -103,8 +107,7 @@ def streamed_minute(load_subject):
     rate = subject.contract.model.sample_rate
     clips, texts = held_out_clips("sentences", rate)
     audio, order = join_with_pauses(clips, rate, 60.0, seed=1)
-    path = subject_tmp_wav(audio, rate)
-    (offline,) = nemo_transcribe(subject.model, [str(path)], batch_size=1)
+    (offline,) = nemo_transcribe_samples(subject.model, [audio], rate)
     return subject, audio, " ".join(texts[i] for i in order), offline.text
 
 
@@ -121,8 +124,7 @@ def long_form_on_nemo(subject, shifts: tuple[float, ...]):
         rate = subject.contract.model.sample_rate
         audio, truth = long_form(subject.source, rate)
         clips = grid_shifted(audio, rate, list(shifts))
-        paths = [str(subject_tmp_wav(samples, rate)) for samples in clips.values()]
-        on_file = nemo_transcribe(subject.model, paths, batch_size=1)
+        on_file = nemo_transcribe_samples(subject.model, list(clips.values()), rate)
         LONG_FORM_ON_NEMO[key] = clips, truth, {name: h.text for name, h in zip(clips, on_file)}
     return LONG_FORM_ON_NEMO[key]
 
@@ -157,13 +159,16 @@ def test_long_form_against_nemo_on_the_whole_file(benchmark, record_run, host, b
                errors_nemo=sum(word_differences(truth, text) for text in nemo_texts.values()))
 
 
-def subject_tmp_wav(audio: np.ndarray, rate: int):
+def nemo_transcribe_samples(model, clips: list[np.ndarray], rate: int) -> list:
+    """NeMo transcribe() on each clip as a file of its own (batch of 1); the files are removed afterwards."""
     import tempfile
     from pathlib import Path
 
-    path = Path(tempfile.mkdtemp()) / "minute.wav"
-    sf.write(path, audio, rate, subtype="FLOAT")
-    return path
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [str(Path(folder) / f"{index}.wav") for index in range(len(clips))]
+        for path, samples in zip(paths, clips):
+            sf.write(path, samples, rate, subtype="FLOAT")
+        return nemo_transcribe(model, paths, batch_size=1)
 
 
 def streaming_setup(subject, backend: str, chunk_seconds: float):
@@ -536,6 +541,50 @@ def test_full_random_encoder(benchmark, record_run, host, load_subject, side, en
     record_run(benchmark, audio_seconds=window_seconds(contract), backend=side, precision=encoder_precision,
                model="full-random", host=host,
                process_peak_rss_mb=process_peak_rss_mb())
+
+
+# The full-width encoder's variants: (precision, compression). Plain runs judge the uncompressed exports the suite
+# makes anyway and int8 (the quickest to compress); --benchmark-only measures every variant (~25 min of k-means on
+# 2 cores when not cached).
+FULL_WIDTH_VARIANTS = (("fp32", NONE), ("fp16", NONE), ("fp16", "int8"), ("fp16", "palette8"), ("fp16", "palette6"),
+                       ("fp16", "palette4"), ("fp16", "int4-block32"))
+FULL_WIDTH_VARIANTS_PLAIN_RUN = FULL_WIDTH_VARIANTS[:3]
+
+
+def pytest_generate_tests(metafunc):
+    if "full_width_variant" in metafunc.fixturenames:
+        measured = metafunc.config.getoption("benchmark_only", False)
+        chosen = FULL_WIDTH_VARIANTS if measured else FULL_WIDTH_VARIANTS_PLAIN_RUN
+        metafunc.parametrize("full_width_variant", chosen, ids=[f"{p}-{v}" for p, v in chosen])
+
+
+@pytest.mark.full
+def test_full_width_encoder_variant(benchmark, record_run, host, load_subject, backend, open_or_skip,
+                                    full_width_variant):
+    """Coverage: the full-width encoder of each variant (`convert --model full-random --components encoder
+    --compress V`) passes its own tolerance row against NeMo on the 16 s clip (the case `compare` judges first),
+    with its bytes, max |Δ| and PSNR, the export's peak memory, and one encoder call on the backend timed."""
+    precision, variant = full_width_variant
+    subject = load_subject("full-random")
+    packages = (subject.packages(precision) if variant == NONE
+                else subject.compressed(precision, variant, ("encoder",)))
+    encoder_dir = packages / subject.contract["encoder"].package_name
+    package = open_or_skip(encoder_dir, backend)
+    gate = GateContext(subject.model, subject.contract, precision,
+                       compressed={} if variant == NONE else {"encoder": variant})
+    audio = fit_window(load_audio(FIXTURE_AUDIO_DIR / "long_16s.wav", subject.contract.model.sample_rate),
+                       subject.contract.window_samples)
+    diffs = encoder_gate(gate, package, "long_16s", *audio)
+    assert_passed(diffs)
+    mel, _ = nemo_mel_and_encoded(subject.model, subject.contract, *audio)
+    benchmark.pedantic(package.predict, args=(mel,), rounds=1 if benchmark.disabled else 3, warmup_rounds=0)
+    encoder = next(d for d in diffs if d.output == "encoder")
+    metadata = read_metadata(packages)
+    record_run(benchmark, audio_seconds=window_seconds(subject.contract), backend=backend, precision=precision,
+               model="full-random", host=host, variant=variant, encoder_bytes=package_bytes(encoder_dir),
+               max_abs=encoder.max_abs, psnr=psnr_db(encoder.expected, encoder.actual),
+               tolerance=encoder.tolerance.describe(),
+               export_peak_mb=metadata["provenance"]["process_peak_rss_mb"])
 
 
 CORPUS_REPEATS = 8  # the sentences held-out set this many times over when timed (once in plain runs)

@@ -117,14 +117,20 @@ def test_the_readme_starts_with_the_two_commands_ci_runs():
     assert re.search(r"(?m)^uv run pytest \"\$@\"", (ROOT / ".ci" / "run").read_text())
 
 
-def test_docs_tables_replace_a_table_with_the_runs_figures(tmp_path):
-    """tools/docs_tables.py: a run's benchmarks replace the table they match, whole, with host, versions, date and
-    command; a table the run has no benchmark for is left as it is."""
+@pytest.fixture(scope="module")
+def docs_tables():
+    """tools/docs_tables.py as a module (tools/ is a folder of scripts, not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "tools" / "docs_tables.py")
-    docs_tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(docs_tables)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_tables_replace_a_table_with_the_runs_figures(docs_tables, tmp_path):
+    """tools/docs_tables.py: a run's benchmarks replace the table they match, whole, with host, versions, date and
+    command; a table the run has no benchmark for is left as it is."""
     page = tmp_path / "page.md"
     page.write_text("a\n<!-- table: encoder -->\nold figures\n<!-- end table -->\n"
                     "<!-- table: joint -->\nkept\n<!-- end table -->\n")
@@ -141,14 +147,9 @@ def test_docs_tables_replace_a_table_with_the_runs_figures(tmp_path):
     assert '-k "encoder"' in text
 
 
-def test_docs_tables_write_an_evaluate_table_one_row_per_export(tmp_path):
+def test_docs_tables_write_an_evaluate_table_one_row_per_export(docs_tables, tmp_path):
     """tools/docs_tables.py: evaluate reports on the table's manifest become rows in variant order, with bytes,
     NeMo's decisions, agreement, both WERs and both right-context counts; reports on another manifest are left out."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "tools" / "docs_tables.py")
-    docs_tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(docs_tables)
     page = tmp_path / "page.md"
     page.write_text("<!-- table: evaluate held-out set of sentences -->\n<!-- end table -->\n")
     measured = {"date": "2026-12-05T09:00:00+00:00", "host": {"cpu": "Some CPU", "cpu_family_model": "25/17",
@@ -171,15 +172,10 @@ def test_docs_tables_write_an_evaluate_table_one_row_per_export(tmp_path):
     assert "Some CPU (family/model 25/17, AVX512), 2 cores; nemo 3.0.0; 2026-12-05" in page.read_text()
 
 
-def test_docs_tables_write_the_long_form_and_window_bytes_tables(tmp_path):
+def test_docs_tables_write_the_long_form_and_window_bytes_tables(docs_tables, tmp_path):
     """tools/docs_tables.py: long-form benchmarks become one row per model and way of running (words, words
     differing from NeMo, errors of both); benchmarks recording package bytes one row per model and package, the
     largest first, each package once."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "tools" / "docs_tables.py")
-    docs_tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(docs_tables)
     page = tmp_path / "page.md"
     page.write_text("<!-- table: long_form -->\n<!-- end table -->\n<!-- table: window_bytes -->\n<!-- end table -->\n")
     host = {"cpu": "Some CPU", "cpu_family_model": "6/207", "cpu_capability": "AVX512", "cores": 2, "versions": {}}
@@ -206,4 +202,41 @@ def test_docs_tables_write_the_long_form_and_window_bytes_tables(tmp_path):
                     "| `digits` | 65 s window | 12 | 1,236 | 0 | 5 / 4 |",
                     "| `full-random` | encoder | 2415.5 MB | 2370.9 MB | 9416.1 MB | 1.019 |",
                     "| `full-random` | preprocessor | 3.0 MB | 2.0 MB | 6.5 MB | 1.500 |"]
+    assert page.read_text().count("Some CPU (family/model 6/207, AVX512), 2 cores") == 2
+
+
+def test_docs_tables_write_the_full_width_variant_tables(docs_tables, tmp_path):
+    """tools/docs_tables.py: the full-width encoder variant benchmarks become the compression page's rows (bytes,
+    distance from NeMo, row, export peak, one call) and the README's (MB, what each is for, mixed, and the windows'
+    cost from the full-width multifunction encoder), in variant order whatever the run's order."""
+    page = tmp_path / "page.md"
+    page.write_text("<!-- table: full_width_variants -->\n<!-- end table -->\n<!-- table: variants -->\n"
+                    "<!-- end table -->\n")
+    host = {"cpu": "Some CPU", "cpu_family_model": "6/207", "cpu_capability": "AVX512", "cores": 2, "versions": {}}
+
+    def variant(precision, name, size, max_abs, psnr):
+        return {"name": f"test_full_width_encoder_variant[{precision}-{name}-mil]",
+                "stats": {"mean": 2.5, "median": 2.4, "rounds": 3},
+                "extra_info": {"model": "full-random", "backend": "mil", "precision": precision, "variant": name,
+                               "encoder_bytes": size, "max_abs": max_abs, "psnr": psnr,
+                               "tolerance": "atol=0.05 rtol=0.05, psnr≥30dB", "export_peak_mb": 4710.4,
+                               "host": host}}
+
+    windows = {"name": "test_multifunction_package_bytes[full-random]", "stats": {"mean": 0.1, "median": 0.1,
+                                                                                  "rounds": 1},
+               "extra_info": {"model": "full-random", "host": host, "bytes": {"encoder": {"versus_one_window": 1.019}}}}
+    run = {"datetime": "2026-12-06T07:00:00", "machine_info": {},
+           "benchmarks": [variant("fp16", "int8", 603_536_794, 0.0491, 49.63), windows,
+                          variant("fp32", "none", 2_370_900_000, 1.2e-5, 101.2)]}
+    assert docs_tables.rewrite(page, run) == ["full_width_variants", "variants"]
+    rows = [line for line in page.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:3] == [
+        "| none (fp32) | `--precision fp32` | 2,370,900,000 B | 1.2e-05 / 101.2 dB | atol=0.05 rtol=0.05, psnr≥30dB "
+        "| 4.60 GB | 2400 ms |",
+        "| int8 (fp16) | `--precision fp16 --compress int8` | 603,536,794 B | 0.0491 / 49.6 dB | "
+        "atol=0.05 rtol=0.05, psnr≥30dB | 4.60 GB | 2400 ms |"]
+    assert [row.split(" | ")[:3] for row in rows[4:]] == [
+        ["| fp32", "`--precision fp32`", "2,371 MB"], ["| int8", "`--precision fp16 --compress int8`", "604 MB"],
+        ["| mixed", "`--compress mixed --mixed-plan plan.json`", "per plan"],
+        ["| several windows", "`--windows 2.5,5,10,15`", "+1.9 %"]]
     assert page.read_text().count("Some CPU (family/model 6/207, AVX512), 2 cores") == 2
