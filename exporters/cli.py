@@ -88,6 +88,10 @@ def quiet_libraries() -> None:
 def fail(message: str) -> None:
     from rich.markup import escape
 
+    from exporters.interrupts import was_interrupted
+
+    if was_interrupted():  # a library (omegaconf, mid-restore) turned the interrupt into an error of its own
+        said_interrupted()
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # paths may hold [ ]
     raise typer.Exit(code=2)
 

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from exporters.audio import FIXTURE_AUDIO_DIR
 from exporters.evaluate import held_out_manifest
 
@@ -98,3 +100,32 @@ def test_ctrl_c_while_convert_loads_the_model_is_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
     assert leftovers(tmp_path / "tmp") in ([], [LOCKS])
     assert not any((tmp_path / "tmp" / LOCKS).glob("*")), "the output directory's lock file was left behind"
+
+
+def test_an_error_a_library_raises_while_interrupted_ends_as_the_interrupt(capsys):
+    """omegaconf, interrupted in the middle of NeMo's restore, raises ConfigKeyError, which restore_nemo reports
+    as a bad archive; once a signal has come, the command ends with the interrupt's line and 130 instead."""
+    import typer
+
+    from exporters import interrupts
+    from exporters.cli import fail
+
+    interrupts.progress.interrupted = True
+    try:
+        with pytest.raises(typer.Exit) as ended:
+            fail("cannot restore full-random.nemo: ConfigKeyError: 'NoneType' object has no attribute 'x'")
+    finally:
+        interrupts.progress.interrupted = False
+    assert ended.value.exit_code == INTERRUPTED
+    assert said_lines(capsys.readouterr().err) == ["error: interrupted"]
+
+
+def test_a_bad_archive_without_an_interrupt_is_still_its_own_line(capsys):
+    import typer
+
+    from exporters.cli import fail
+
+    with pytest.raises(typer.Exit) as ended:
+        fail("cannot restore x.nemo: the archive has no model_config.yaml")
+    assert ended.value.exit_code == 2
+    assert said_lines(capsys.readouterr().err) == ["error: cannot restore x.nemo: the archive has no model_config.yaml"]
