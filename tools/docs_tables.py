@@ -4,17 +4,16 @@
     uv run parakeet-coreml evaluate --packages build/s-int8 --right-context --report eval/int8.json   # per variant
     uv run python tools/docs_tables.py bench.json eval/*.json
 
-Each table sits in README.md or a docs page between `<!-- table: NAME -->` and `<!-- end table -->`. For benchmarks NAME picks
-them (a substring of their names, `|` for several); `<!-- table: evaluate MANIFEST -->` takes the evaluate reports
-on that manifest (for example "held-out set of sentences"), one row per export; `<!-- table: custom vocabulary
-MANIFEST -->` the reports decoded with phrase boosting or an LM, one row per setting; `<!-- table: streaming -->`
-the streaming benchmarks' quality and latency; `<!-- table: evaluate_corpus -->` evaluate over many files by
-runner; `<!-- table: long_form -->` long files against NeMo on the whole file; `<!-- table: window_bytes -->` the
-bytes of multifunction packages; `<!-- table: full_width_variants -->` the full-width encoder per compression
-variant, and `<!-- table: variants -->` (the README's) its bytes with what each is for. The table is replaced whole,
-with the host (CPU, family/model, vector instruction set, cores), the versions, the date and the command that
-made it: a new run replaces the old figures, history lives in git. A table no file given has figures for is
-left as it is.
+Each table sits in README.md or a docs page between `<!-- table: NAME -->` and `<!-- end table -->`. For benchmarks
+NAME picks them (a substring of their names, `|` for several); `<!-- table: evaluate MANIFEST -->` takes the evaluate
+reports on that manifest (for example "held-out set of sentences"), one row per export; `<!-- table: custom vocabulary
+MANIFEST -->` the reports decoded with phrase boosting or an LM, one row per setting; `<!-- table: streaming -->` the
+streaming benchmarks' quality and latency; `<!-- table: evaluate_corpus -->` evaluate over many files by runner;
+`<!-- table: long_form -->` long files against NeMo on the whole file; `<!-- table: window_bytes -->` the bytes of
+multifunction packages; `<!-- table: full_width_variants -->` the full-width encoder per compression variant, and
+`<!-- table: variants -->` (the README's) its bytes with what each is for. The table is replaced whole, with the host
+(CPU, family/model, vector instruction set, cores), the versions, the date and the command that made it: a new run
+replaces the old figures, history lives in git. A table no file given has figures for is left as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,13 +35,30 @@ def milliseconds(seconds: float) -> str:
     return f"{seconds * 1000:.{2 if seconds < 0.001 else 1 if seconds < 0.01 else 0}f} ms"
 
 
-def row(benchmark: dict) -> str:
+def markdown_table(header: list[str], rows: Iterable[list]) -> str:
+    """The header, its separator and the rows as Markdown lines; a row holds one cell per header column."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(map(str, cells)) + " |" for cells in rows)])
+
+
+def with_source(made: str, measured: str, command: str) -> str:
+    """A table followed by where and with what it was measured, and the command that made it."""
+    return f"{made}\n\n{measured}. Command: {command}.\n"
+
+
+def from_benchmarks(selection: str) -> str:
+    """The commands that make a table from the benchmarks `-k selection` picks."""
+    return (f"`uv run pytest tests/benchmarks --benchmark-only -k {selection} --benchmark-json=bench.json`, then "
+            "`uv run python tools/docs_tables.py bench.json`")
+
+
+def row(benchmark: dict) -> list:
     stats, extra = benchmark["stats"], benchmark.get("extra_info", {})
     rtfx = f"{extra['rtfx']:.1f}" if "rtfx" in extra else "–"
     ratio = f" (median of the per-round ratios {extra['ratio_median']:.2f}×)" if "ratio_median" in extra else ""
-    return (f"| `{benchmark['name']}`{ratio} | {extra.get('model', '–')} | {extra.get('backend', '–')} | "
-            f"{extra.get('precision', '–')} | {milliseconds(stats['mean'])} | {milliseconds(stats['median'])} | "
-            f"{stats['rounds']} | {rtfx} |")
+    return [f"`{benchmark['name']}`{ratio}", extra.get("model", "–"), extra.get("backend", "–"),
+            extra.get("precision", "–"), milliseconds(stats["mean"]), milliseconds(stats["median"]),
+            stats["rounds"], rtfx]
 
 
 def host_line(run: dict, chosen: list[dict]) -> str:
@@ -58,12 +75,10 @@ def table(run: dict, name: str) -> str | None:
     chosen = [b for b in run["benchmarks"] if any(p.strip() in b["name"] for p in patterns)]
     if not chosen:
         return None
-    lines = ["| benchmark | model | backend | precision | mean | median | rounds | RTFx |",
-             "|---|---|---|---|---|---|---|---|", *map(row, sorted(chosen, key=lambda b: b["name"]))]
+    made = markdown_table(["benchmark", "model", "backend", "precision", "mean", "median", "rounds", "RTFx"],
+                          map(row, sorted(chosen, key=lambda b: b["name"])))
     selection = " or ".join(p.strip() for p in patterns)
-    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}. Command: `uv run pytest tests/benchmarks "
-            f"--benchmark-only -k \"{selection}\" --benchmark-json=bench.json`, then "
-            "`uv run python tools/docs_tables.py bench.json`.\n")
+    return with_source(made, host_line(run, chosen), from_benchmarks(f'"{selection}"'))
 
 
 VARIANT_ORDER = ("none", "int8", "palette8", "palette6", "palette4", "int4-block32", "mixed")
@@ -83,12 +98,15 @@ def flips(report: dict, system: str) -> str:
     return f"{tokens} token{'' if tokens == 1 else 's'}, {counted['clips_changed']}/{counted['clips']} clips"
 
 
-def evaluate_row(report: dict) -> str:
+def identical_files(summary: dict) -> str:
+    return f"{round(summary['decisions_identical'] * summary['files'])}/{summary['files']}"
+
+
+def evaluate_row(report: dict) -> list:
     summary = report["summary"]
-    identical = round(summary["decisions_identical"] * summary["files"])
-    return (f"| {report['compression'] or 'none'} | {summary['package_bytes']:,} B | {identical}/{summary['files']} | "
-            f"{percent(summary['token_agreement'])} | {percent(summary['wer'])} | {percent(summary['nemo_wer'])} | "
-            f"{flips(report, 'packages')} | {flips(report, 'nemo')} |")
+    return [report["compression"] or "none", f"{summary['package_bytes']:,} B", identical_files(summary),
+            percent(summary["token_agreement"]), percent(summary["wer"]), percent(summary["nemo_wer"]),
+            flips(report, "packages"), flips(report, "nemo")]
 
 
 def evaluate_table(reports: list[dict], manifest: str) -> str | None:
@@ -97,12 +115,10 @@ def evaluate_table(reports: list[dict], manifest: str) -> str | None:
     if not chosen:
         return None
     chosen.sort(key=lambda r: VARIANT_ORDER.index(r["compression"]) if r["compression"] in VARIANT_ORDER else 99)
-    lines = ["| variant | bytes of the packages used | files with NeMo's decisions | token agreement | WER | "
-             "NeMo's WER | right-context flips | NeMo's flips |", "|---|---|---|---|---|---|---|---|",
-             *map(evaluate_row, chosen)]
-    return ("\n".join(lines) + f"\n\n{measured_on(chosen[0])}. Command: `uv run parakeet-coreml evaluate --packages "
-            "DIR --right-context --report eval/NAME.json` per export, then `uv run python tools/docs_tables.py "
-            "eval/*.json`.\n")
+    made = markdown_table(["variant", "bytes of the packages used", "files with NeMo's decisions", "token agreement",
+                           "WER", "NeMo's WER", "right-context flips", "NeMo's flips"], map(evaluate_row, chosen))
+    return with_source(made, measured_on(chosen[0]), "`uv run parakeet-coreml evaluate --packages DIR --right-context "
+                       "--report eval/NAME.json` per export, then `uv run python tools/docs_tables.py eval/*.json`")
 
 
 def measured_on(report: dict) -> str:
@@ -132,17 +148,14 @@ def custom_vocabulary_table(reports: list[dict], manifest: str) -> str | None:
         return None
     chosen.sort(key=lambda r: (bool(r["custom_vocabulary"]["lm"]), r["custom_vocabulary"]["boost_alpha"],
                                r["custom_vocabulary"]["lm_alpha"]))
-    lines = ["| setting | phrase recall | NeMo's phrase recall | WER | NeMo's WER | files with NeMo's decisions |",
-             "|---|---|---|---|---|---|"]
-    for report in chosen:
-        summary = report["summary"]
-        identical = round(summary["decisions_identical"] * summary["files"])
-        lines.append(f"| {setting(report['custom_vocabulary'])} | {recall(summary, 'phrase_recall')} | "
-                     f"{recall(summary, 'nemo_phrase_recall')} | {percent(summary['wer'])} | "
-                     f"{percent(summary['nemo_wer'])} | {identical}/{summary['files']} |")
-    return ("\n".join(lines) + f"\n\n{measured_on(chosen[0])}. Command: `uv run parakeet-coreml evaluate --packages DIR "
-            "--boost-phrases PHRASES --boost-alpha A [--lm LM --lm-alpha B] --report eval/NAME.json` per setting, then "
-            "`uv run python tools/docs_tables.py eval/*.json`.\n")
+    rows = ([setting(report["custom_vocabulary"]), recall(report["summary"], "phrase_recall"),
+             recall(report["summary"], "nemo_phrase_recall"), percent(report["summary"]["wer"]),
+             percent(report["summary"]["nemo_wer"]), identical_files(report["summary"])] for report in chosen)
+    made = markdown_table(["setting", "phrase recall", "NeMo's phrase recall", "WER", "NeMo's WER",
+                           "files with NeMo's decisions"], rows)
+    return with_source(made, measured_on(chosen[0]), "`uv run parakeet-coreml evaluate --packages DIR --boost-phrases "
+                       "PHRASES --boost-alpha A [--lm LM --lm-alpha B] --report eval/NAME.json` per setting, then "
+                       "`uv run python tools/docs_tables.py eval/*.json`")
 
 
 def streaming_table(run: dict) -> str | None:
@@ -152,21 +165,22 @@ def streaming_table(run: dict) -> str | None:
         return None
     steps = {b["extra_info"]["chunk_seconds"]: b["stats"]["median"] for b in run["benchmarks"]
              if "streaming_step" in b["name"]}
-    lines = ["| chunk / left / right | WER (offline NeMo) | words differing from offline NeMo | to final: mean / max | "
-             "first shown: mean / max | compute per audio second | one step (median) |", "|---|---|---|---|---|---|---|"]
-    for benchmark in chosen:
+
+    def streaming_row(benchmark: dict) -> list:
         extra = benchmark["extra_info"]
         latency = extra["latency"]
         step = steps.get(extra["chunk_seconds"])
-        lines.append(f"| {extra['chunk_seconds']:g} / {extra['left_seconds']:g} / {extra['right_seconds']:g} s | "
-                     f"{percent(extra['wer'])} ({percent(extra['offline_wer'])}) | "
-                     f"{extra['words_differing_from_offline']} | {latency['final_mean']:.2f} / {latency['final_max']:.2f} s"
-                     f" | {latency['shown_mean']:.2f} / {latency['shown_max']:.2f} s | "
-                     f"{milliseconds(benchmark['stats']['mean'] / extra['audio_seconds'])} | "
-                     f"{'-' if step is None else milliseconds(step)} |")
-    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}. Command: `uv run pytest tests/benchmarks --benchmark-only "
-            "-k 'streaming_by_chunk or streaming_step' --benchmark-json=bench.json`, then "
-            "`uv run python tools/docs_tables.py bench.json`.\n")
+        return [f"{extra['chunk_seconds']:g} / {extra['left_seconds']:g} / {extra['right_seconds']:g} s",
+                f"{percent(extra['wer'])} ({percent(extra['offline_wer'])})", extra["words_differing_from_offline"],
+                f"{latency['final_mean']:.2f} / {latency['final_max']:.2f} s",
+                f"{latency['shown_mean']:.2f} / {latency['shown_max']:.2f} s",
+                milliseconds(benchmark["stats"]["mean"] / extra["audio_seconds"]),
+                "–" if step is None else milliseconds(step)]
+
+    made = markdown_table(["chunk / left / right", "WER (offline NeMo)", "words differing from offline NeMo",
+                           "to final: mean / max", "first shown: mean / max", "compute per audio second",
+                           "one step (median)"], map(streaming_row, chosen))
+    return with_source(made, host_line(run, chosen), from_benchmarks("'streaming_by_chunk or streaming_step'"))
 
 
 def long_form_table(run: dict) -> str | None:
@@ -174,15 +188,13 @@ def long_form_table(run: dict) -> str | None:
                     key=lambda b: (b["extra_info"]["layout"], b["extra_info"]["model"]))
     if not chosen:
         return None
-    lines = ["| model | how | files | words | words differing from NeMo on the whole file | "
-             "errors vs true text: packages / NeMo |", "|---|---|---|---|---|---|"]
-    for benchmark in chosen:
-        extra = benchmark["extra_info"]
-        lines.append(f"| `{extra['model']}` | {extra['layout']} | {extra['files']} | {extra['words']:,} | "
-                     f"{extra['differing_from_nemo']} | {extra['errors_packages']} / {extra['errors_nemo']} |")
-    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}; fp32 packages, {chosen[0]['extra_info']['backend']} "
-            "backend. Command: `uv run pytest tests/benchmarks --benchmark-only -k long_form "
-            "--benchmark-json=bench.json`, then `uv run python tools/docs_tables.py bench.json`.\n")
+    rows = ([f"`{extra['model']}`", extra["layout"], extra["files"], f"{extra['words']:,}",
+             extra["differing_from_nemo"], f"{extra['errors_packages']} / {extra['errors_nemo']}"]
+            for extra in (benchmark["extra_info"] for benchmark in chosen))
+    made = markdown_table(["model", "how", "files", "words", "words differing from NeMo on the whole file",
+                           "errors vs true text: packages / NeMo"], rows)
+    measured = f"{host_line(run, chosen)}; fp32 packages, {chosen[0]['extra_info']['backend']} backend"
+    return with_source(made, measured, from_benchmarks("long_form"))
 
 
 def megabytes(size: int) -> str:
@@ -198,16 +210,13 @@ def window_bytes_table(run: dict) -> str | None:
             sizes.setdefault((extra["model"], package), size)
     if not sizes:
         return None
-    lines = ["| model | package | multifunction (4 windows) | the 15 s window alone | 4 separate packages | "
-             "multifunction / one window |", "|---|---|---|---|---|---|"]
-    for (model, package), size in sorted(sizes.items(), key=lambda item: -item[1]["multifunction"]):
-        lines.append(f"| `{model}` | {package} | {megabytes(size['multifunction'])} | "
-                     f"{megabytes(size['largest_window_alone'])} | {megabytes(size['separate'])} | "
-                     f"{size['versus_one_window']:.3f} |")
+    rows = ([f"`{model}`", package, megabytes(size["multifunction"]), megabytes(size["largest_window_alone"]),
+             megabytes(size["separate"]), f"{size['versus_one_window']:.3f}"]
+            for (model, package), size in sorted(sizes.items(), key=lambda item: -item[1]["multifunction"]))
+    made = markdown_table(["model", "package", "multifunction (4 windows)", "the 15 s window alone",
+                           "4 separate packages", "multifunction / one window"], rows)
     chosen = [b for b in run["benchmarks"] if b.get("extra_info", {}).get("bytes")]
-    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}; fp32. Command: `uv run pytest tests/benchmarks "
-            "--benchmark-only -k multifunction_package_bytes "
-            "--benchmark-json=bench.json`, then `uv run python tools/docs_tables.py bench.json`.\n")
+    return with_source(made, f"{host_line(run, chosen)}; fp32", from_benchmarks("multifunction_package_bytes"))
 
 
 # What each full-width encoder variant is for, beside its measured bytes in the README (the figures behind these
@@ -221,9 +230,7 @@ VARIANT_USES = {
     ("fp16", "palette4"): "smallest, most decisions changed ([decisions](docs/compression.md))",
     ("fp16", "int4-block32"): "iOS 18; its documented gains are on the GPU",
 }
-FULL_WIDTH_VARIANTS_COMMAND = ("`uv run pytest tests/benchmarks --benchmark-only -k 'full_width_encoder_variant or "
-                               "multifunction_package_bytes' --benchmark-json=bench.json`, then "
-                               "`uv run python tools/docs_tables.py bench.json`")
+FULL_WIDTH_VARIANTS_COMMAND = from_benchmarks("'full_width_encoder_variant or multifunction_package_bytes'")
 
 
 def convert_options(extra: dict) -> str:
@@ -244,17 +251,15 @@ def full_width_variants_table(run: dict) -> str | None:
     chosen = full_width_variants(run)
     if not chosen:
         return None
-    lines = ["| variant | `convert` options | encoder bytes | max \\|Δ\\| / PSNR against NeMo | its tolerance row | "
-             "export's peak memory | one encoder call (median) |", "|---|---|---|---|---|---|---|"]
-    for benchmark in chosen:
-        extra = benchmark["extra_info"]
-        lines.append(f"| {extra['variant']} ({extra['precision']}) | {convert_options(extra)} | "
-                     f"{extra['encoder_bytes']:,} B | {extra['max_abs']:.3g} / {extra['psnr']:.1f} dB | "
-                     f"{extra['tolerance']} | {gigabytes(extra['export_peak_mb'])} | "
-                     f"{milliseconds(benchmark['stats']['median'])} |")
-    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}; {chosen[0]['extra_info']['backend']} backend, the 16 s "
-            "clip in the 15 s window; the uncompressed rows' peak is that of their export of every package. "
-            f"Command: {FULL_WIDTH_VARIANTS_COMMAND}.\n")
+    rows = ([f"{extra['variant']} ({extra['precision']})", convert_options(extra), f"{extra['encoder_bytes']:,} B",
+             f"{extra['max_abs']:.3g} / {extra['psnr']:.1f} dB", extra["tolerance"],
+             gigabytes(extra["export_peak_mb"]), milliseconds(benchmark["stats"]["median"])]
+            for benchmark, extra in ((b, b["extra_info"]) for b in chosen))
+    made = markdown_table(["variant", "`convert` options", "encoder bytes", "max \\|Δ\\| / PSNR against NeMo",
+                           "its tolerance row", "export's peak memory", "one encoder call (median)"], rows)
+    measured = (f"{host_line(run, chosen)}; {chosen[0]['extra_info']['backend']} backend, the 16 s clip in the 15 s "
+                "window; the uncompressed rows' peak is that of their export of every package")
+    return with_source(made, measured, FULL_WIDTH_VARIANTS_COMMAND)
 
 
 def variants_table(run: dict) -> str | None:
@@ -262,21 +267,19 @@ def variants_table(run: dict) -> str | None:
     chosen = full_width_variants(run)
     if not chosen:
         return None
-    lines = ["| variant | `convert` options | encoder bytes | for |", "|---|---|---|---|"]
-    for benchmark in chosen:
-        extra = benchmark["extra_info"]
-        lines.append(f"| {extra['variant'] if extra['variant'] != 'none' else extra['precision']} | "
-                     f"{convert_options(extra)} | {extra['encoder_bytes'] / 1e6:,.0f} MB | "
-                     f"{VARIANT_USES[extra['precision'], extra['variant']]} |")
-    lines.append("| mixed | `--compress mixed --mixed-plan plan.json` | per plan | per weight the smallest format that "
-                 "keeps NeMo's decisions on your calibration audio |")
+    rows = [[extra["variant"] if extra["variant"] != "none" else extra["precision"], convert_options(extra),
+             f"{extra['encoder_bytes'] / 1e6:,.0f} MB", VARIANT_USES[extra["precision"], extra["variant"]]]
+            for extra in (b["extra_info"] for b in chosen)]
+    rows.append(["mixed", "`--compress mixed --mixed-plan plan.json`", "per plan",
+                 "per weight the smallest format that keeps NeMo's decisions on your calibration audio"])
     windows = [b for b in run["benchmarks"] if "multifunction_package_bytes" in b["name"]
                and b["extra_info"]["model"] == "full-random" and "encoder" in b["extra_info"].get("bytes", {})]
     if windows:
         ratio = windows[0]["extra_info"]["bytes"]["encoder"]["versus_one_window"]
-        lines.append(f"| several windows | `--windows 2.5,5,10,15` | {(ratio - 1) * 100:+.1f} % | short utterances "
-                     "run in a short window ([windows](docs/windows.md)) |")
-    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}. Command: {FULL_WIDTH_VARIANTS_COMMAND}.\n")
+        rows.append(["several windows", "`--windows 2.5,5,10,15`", f"{(ratio - 1) * 100:+.1f} %",
+                     "short utterances run in a short window ([windows](docs/windows.md))"])
+    made = markdown_table(["variant", "`convert` options", "encoder bytes", "for"], rows)
+    return with_source(made, host_line(run, chosen), FULL_WIDTH_VARIANTS_COMMAND)
 
 
 CORPUS_RUNNERS = {"jobs 1": "`evaluate --jobs 1`", "jobs 2": "`evaluate --jobs 2`",
@@ -300,21 +303,18 @@ def corpus_table(run: dict) -> str | None:
         return None
     by_runner = {b["extra_info"]["runner"]: b["extra_info"] | {"wall": b["stats"]["mean"]} for b in chosen}
     one = by_runner.get("jobs 1")
-    lines = ["| runner | model | files | audio | wall, start-up included | audio s per s, workers ready | "
-             "ms per file, workers ready | vs `--jobs 1` | peak memory per worker |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, label in CORPUS_RUNNERS.items():
-        if name not in by_runner:
-            continue
-        extra = by_runner[name]
+    def runner_row(label: str, extra: dict) -> list:
         rate = extra["steady_rate"]
         speed = f"{rate / one['steady_rate']:.2f}×" if one and extra["model"] == one["model"] and rate else "–"
-        lines.append(f"| {label} | {extra['model']} | {extra['files']} | {extra['audio_seconds']:.0f} s | "
-                     f"{extra['wall']:.1f} s | {f'{rate:.1f}' if rate else '–'} | {per_file_ms(extra)} | {speed} | "
-                     f"{gigabytes(extra['worker_peak_mb'])} |")
-    return ("\n".join(lines) + f"\n\n{host_line(run, chosen)}. Command: `uv run pytest tests/benchmarks "
-            "--benchmark-only -k 'evaluate_corpus or corpus_worker_memory' --benchmark-json=bench.json`, then "
-            "`uv run python tools/docs_tables.py bench.json`.\n")
+        return [label, extra["model"], extra["files"], f"{extra['audio_seconds']:.0f} s", f"{extra['wall']:.1f} s",
+                f"{rate:.1f}" if rate else "–", per_file_ms(extra), speed, gigabytes(extra["worker_peak_mb"])]
+
+    made = markdown_table(["runner", "model", "files", "audio", "wall, start-up included",
+                           "audio s per s, workers ready", "ms per file, workers ready", "vs `--jobs 1`",
+                           "peak memory per worker"],
+                          (runner_row(label, by_runner[name]) for name, label in CORPUS_RUNNERS.items()
+                           if name in by_runner))
+    return with_source(made, host_line(run, chosen), from_benchmarks("'evaluate_corpus or corpus_worker_memory'"))
 
 
 def rewrite(page: Path, run: dict, reports: list[dict] = ()) -> list[str]:

@@ -240,3 +240,54 @@ def test_docs_tables_write_the_full_width_variant_tables(docs_tables, tmp_path):
         ["| mixed", "`--compress mixed --mixed-plan plan.json`", "per plan"],
         ["| several windows", "`--windows 2.5,5,10,15`", "+1.9 %"]]
     assert page.read_text().count("Some CPU (family/model 6/207, AVX512), 2 cores") == 2
+
+
+def test_docs_tables_write_the_streaming_corpus_and_custom_vocabulary_tables(docs_tables, tmp_path):
+    """tools/docs_tables.py: streaming benchmarks become one row per chunk (quality, latency, compute per audio second,
+    the step's median where measured); corpus benchmarks one row per runner, in the runners' order, with the speed-up
+    over `--jobs 1` on the same model only; boosted and LM reports one row per setting."""
+    page = tmp_path / "page.md"
+    page.write_text("<!-- table: streaming -->\n<!-- end table -->\n"
+                    "<!-- table: evaluate_corpus -->\n<!-- end table -->\n"
+                    "<!-- table: custom vocabulary names -->\n<!-- end table -->\n")
+    host = {"cpu": "Some CPU", "cpu_family_model": "6/207", "cpu_capability": "AVX512", "cores": 2, "versions": {}}
+
+    def chunk(seconds, mean, differing):
+        return {"name": f"test_streaming_by_chunk[{seconds}]", "stats": {"mean": mean, "median": mean, "rounds": 1},
+                "extra_info": {"host": host, "chunk_seconds": seconds, "left_seconds": 10.0, "right_seconds": 2.0,
+                               "wer": 0.05, "offline_wer": 0.04, "words_differing_from_offline": differing,
+                               "audio_seconds": 30.0, "latency": {"final_mean": 2.1, "final_max": 2.5,
+                                                                  "shown_mean": 1.1, "shown_max": 1.4}}}
+
+    def corpus(runner, model, wall, rate, peak):
+        return {"name": f"test_evaluate_corpus[{runner}]", "stats": {"mean": wall, "median": wall, "rounds": 1},
+                "extra_info": {"host": host, "runner": runner, "model": model, "files": 50, "audio_seconds": 200.0,
+                               "steady_rate": rate, "worker_peak_mb": peak}}
+
+    run = {"datetime": "2026-12-06T20:00:00", "machine_info": {}, "benchmarks": [
+        chunk(2.0, 2.0, 1), chunk(1.0, 3.0, 3),
+        {"name": "test_streaming_step[1.0]", "stats": {"mean": 0.03, "median": 0.029, "rounds": 5},
+         "extra_info": {"chunk_seconds": 1.0}},
+        corpus("jobs 2", "digits", 25.0, 18.0, None), corpus("jobs 1", "digits", 40.0, 10.0, 2048.0),
+        corpus("ray", "full-random", 30.0, 0, 5120.0)]}
+    measured = {"date": "2026-12-06T20:00:00+00:00", "host": host}
+
+    def boosted(phrases, boost_alpha, lm, recall, nemo_recall, identical):
+        return {"manifest": "names", "compression": "none", "measured": measured,
+                "custom_vocabulary": {"phrases": phrases, "boost_alpha": boost_alpha, "lm": lm, "lm_alpha": 0.5},
+                "summary": {"files": 10, "decisions_identical": identical, "token_agreement": 1.0, "wer": 0.1,
+                            "nemo_wer": 0.125, "phrase_recall": recall, "nemo_phrase_recall": nemo_recall,
+                            "phrase_occurrences": 20}}
+
+    reports = [boosted([], 0.0, "names.arpa", 0.7, 0.7, 1.0), boosted(["Ada", "Grace"], 2.0, None, 0.8, None, 0.9)]
+    assert docs_tables.rewrite(page, run, reports) == ["streaming", "evaluate_corpus", "custom vocabulary names"]
+    rows = [line for line in page.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:3] == ["| 1 / 10 / 2 s | 5.0 % (4.0 %) | 3 | 2.10 / 2.50 s | 1.10 / 1.40 s | 100 ms | 29 ms |",
+                         "| 2 / 10 / 2 s | 5.0 % (4.0 %) | 1 | 2.10 / 2.50 s | 1.10 / 1.40 s | 67 ms | – |"]
+    assert rows[4:7] == ["| `evaluate --jobs 1` | digits | 50 | 200 s | 40.0 s | 10.0 | 400 | 1.00× | 2.00 GB |",
+                         "| `evaluate --jobs 2` | digits | 50 | 200 s | 25.0 s | 18.0 | 222 | 1.80× | – |",
+                         "| `evaluate --ray auto` (2 CPUs) | full-random | 50 | 200 s | 30.0 s | – | – | – | "
+                         "5.00 GB |"]
+    assert rows[8:] == ["| 2 phrases, `--boost-alpha 2` | 80 % of 20 | – | 10.0 % | 12.5 % | 9/10 |",
+                        "| LM, `--lm-alpha 0.5` | 70 % of 20 | 70 % of 20 | 10.0 % | 12.5 % | 10/10 |"]
+    assert page.read_text().count("Some CPU (family/model 6/207, AVX512), 2 cores") == 3
