@@ -1,5 +1,6 @@
 """The README and docs/ as a user reads them: every relative link leads somewhere, every documented command and
-option exists in the CLI, every generated table holds figures, and the README's two commands are what CI runs."""
+option exists in the CLI, every generated table holds figures, the README's figures in prose are its tables', and
+the README's two commands are what CI runs."""
 
 from __future__ import annotations
 
@@ -108,6 +109,41 @@ def test_generated_tables_hold_figures_and_their_command(page):
         rows = [line for line in body.splitlines() if line.startswith("|")]
         assert len(rows) >= 3, f"table {name!r} holds no figures: run tools/docs_tables.py"
         assert "Command: `uv run " in body and "tools/docs_tables.py" in body, name
+
+
+def generated_rows(page: str, name: str) -> dict[str, list[str]]:
+    """The rows of one generated table in docs/, by their first cell, and the table's host line as "host"."""
+    body = dict(TABLE.findall((ROOT / "docs" / page).read_text()))[name]
+    cells = [line.strip("|").split(" | ") for line in body.splitlines() if line.startswith("| ")]
+    host = re.search(r"^(.+?) \(family/model (\S+),", body, re.M)
+    return {row[0].strip(): [cell.strip() for cell in row[1:]] for row in cells} | {"host": list(host.groups())}
+
+
+def test_the_readmes_figures_in_prose_are_those_of_the_tables_it_cites():
+    """The README quotes a few figures in sentences; each must be the figure of the generated table it links to, so
+    a regenerated table cannot leave the front page quoting an older run."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    boosting = generated_rows("custom-vocabulary.md", "custom vocabulary held-out set of sentences")
+    plain, boosted = boosting["4 phrases, `--boost-alpha 0`"], boosting["4 phrases, `--boost-alpha 2`"]
+    recalled = round(int(boosted[0].split(" %")[0]) / 100 * 4)
+    assert f"recalled {recalled} of 4 and took the WER from {plain[2]} to {boosted[2]}" in readme
+    assert boosted[4] == "16/16" and "with NeMo's decisions on every file" in readme
+
+    streaming = generated_rows("streaming.md", "streaming")
+    one_second = streaming["1 / 10 / 2 s"]
+    wer, offline_wer = re.fullmatch(r"(.+ %) \((.+ %)\)", one_second[0]).groups()
+    to_final, first_shown = (float(cell.split(" / ")[0]) for cell in one_second[2:4])
+    assert f"had a WER of {wer} (offline NeMo on the whole file: {offline_wer})" in readme
+    assert f"final {to_final:.1f} s after it was spoken on average and first shown after {first_shown:.1f} s" in readme
+    assert f"at {one_second[4]} of compute per second of audio" in readme
+    cpu, family_model = streaming["host"]
+    assert f"{cpu} {family_model}; every chunk size" in readme
+
+    corpus = generated_rows("corpus.md", "evaluate_corpus")
+    jobs, ray = corpus["`evaluate --jobs 2`"], corpus["`evaluate --ray auto` (2 CPUs)"]
+    assert f"{corpus['`evaluate --jobs 1`'][1]} held-out sentences ran at {jobs[6]} the rate" in readme
+    assert f"and {ray[6]} on a local two-CPU Ray cluster" in readme
+    assert f"{corpus['host'][1]}; start-up" in readme
 
 
 def test_the_readme_starts_with_the_two_commands_ci_runs():
