@@ -56,7 +56,8 @@ def row(benchmark: dict) -> list:
     stats, extra = benchmark["stats"], benchmark.get("extra_info", {})
     rtfx = f"{extra['rtfx']:.1f}" if "rtfx" in extra else "–"
     ratio = f" (median of the per-round ratios {extra['ratio_median']:.2f}×)" if "ratio_median" in extra else ""
-    return [f"`{benchmark['name']}`{ratio}", extra.get("model", "–"), extra.get("backend", "–"),
+    size = f" ({megabytes(extra['export_bytes'])} read)" if "export_bytes" in extra else ""
+    return [f"`{benchmark['name']}`{ratio}{size}", extra.get("model", "–"), extra.get("backend", "–"),
             extra.get("precision", "–"), milliseconds(stats["mean"]), milliseconds(stats["median"]),
             stats["rounds"], rtfx]
 

@@ -188,8 +188,8 @@ def streaming_setup(subject, backend: str, chunk_seconds: float):
 @pytest.mark.parametrize("chunk_seconds", [0.5, 1.0, 2.0, 4.0])
 def test_streaming_by_chunk(benchmark, record_run, host, backend, streamed_minute, chunk_seconds):
     """Coverage: a minute of held-out sentences streamed in 20 ms pushes through the fp32 packages (decode-step
-    path), 2 s right context and 10 s left (less where the 15 s window needs it): compute time (the benchmark), and in extra_info the WER against the true
-    text, word differences from NeMo transcribe() offline on the whole file, and emission latency (audio time from a
+    path), 2 s right context and 10 s left (less where the 15 s window needs it): compute time (the benchmark), and
+    in extra_info the WER against the true text, word differences from NeMo transcribe() offline on the whole file, and emission latency (audio time from a
     word's end to the final event holding it, and to the first event showing it)."""
     import jiwer
 
@@ -442,6 +442,17 @@ def test_multifunction_package_bytes(benchmark, record_run, host, load_subject, 
         load_subject(source).windowed("fp32")
     sizes = benchmark(multifunction_bytes, packages)
     record_run(benchmark, audio_seconds=15.0, backend="none", precision="fp32", model=source, host=host, bytes=sizes)
+
+
+@pytest.mark.parametrize("source", ["tiny", pytest.param("full-random", marks=pytest.mark.full)])
+def test_opening_an_export_checks_every_checksum(benchmark, host, precision, source, request):
+    """Coverage: what every command that opens an export pays first: read_metadata's sha256 of every package and
+    file against metadata.json (page cache warm). No audio, so no RTFx: the export's bytes are recorded instead."""
+    packages = request.getfixturevalue("full_packages" if source == "full-random" else "tiny_packages")
+    metadata = benchmark.pedantic(read_metadata, args=(packages,), rounds=3, warmup_rounds=1)
+    assert {entry["file"] for entry in metadata["packages"].values()} == {p.name for p in packages.glob("*.mlpackage")}
+    benchmark.extra_info.update({"model": source, "precision": precision, "backend": "none", "host": host,
+                                 "export_bytes": sum(f.stat().st_size for f in packages.rglob("*") if f.is_file())})
 
 
 @pytest.mark.parametrize("layout", ["chunked", "back_to_back"])

@@ -174,11 +174,16 @@ def test_docs_tables_replace_a_table_with_the_runs_figures(docs_tables, tmp_path
             "versions": {"torch": "2.7.1"}}
     run = {"datetime": "2026-12-05T08:00:00", "machine_info": {}, "benchmarks": [
         {"name": "test_encoder[fp32]", "stats": {"mean": 0.0184, "median": 0.0181, "rounds": 35},
-         "extra_info": {"model": "tiny", "backend": "mil", "precision": "fp32", "rtfx": 832.6, "host": host}}]}
+         "extra_info": {"model": "tiny", "backend": "mil", "precision": "fp32", "rtfx": 832.6, "host": host}},
+        {"name": "test_encoder_checksums[fp16]", "stats": {"mean": 1.52, "median": 1.5, "rounds": 3},
+         "extra_info": {"model": "full-random", "backend": "none", "precision": "fp16", "host": host,
+                        "export_bytes": 2_396_000_000}}]}
     assert docs_tables.rewrite(page, run) == ["encoder"]
     text = page.read_text()
     assert "old figures" not in text and "kept" in text
     assert "| `test_encoder[fp32]` | tiny | mil | fp32 | 18 ms | 18 ms | 35 | 832.6 |" in text
+    assert "| `test_encoder_checksums[fp16]` (2396.0 MB read) | full-random | none | fp16 | 1520 ms | 1500 ms | 3 | – |" \
+        in text
     assert "Some CPU (family/model 25/17, AVX512), 2 cores; torch 2.7.1; 2026-12-05" in text
     assert '-k "encoder"' in text
 
