@@ -146,6 +146,12 @@ def test_the_readmes_figures_in_prose_are_those_of_the_tables_it_cites():
     assert f"{corpus['host'][1]}; start-up" in readme
 
 
+def test_every_docs_page_is_one_click_from_the_readme():
+    """A newcomer starts at the README: a page it does not link is a page nobody finds."""
+    linked = {target.split("#")[0] for target in LINK.findall((ROOT / "README.md").read_text())}
+    assert [page_id(page) for page in PAGES[1:] if page_id(page) not in linked] == []
+
+
 def test_the_readme_starts_with_the_two_commands_ci_runs():
     """The README's first code block is the set-up: an offline tiny export and the suite, which .ci/run runs."""
     first_block = CODE_BLOCK.search((ROOT / "README.md").read_text()).group(1).splitlines()
