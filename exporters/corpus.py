@@ -501,7 +501,7 @@ def worker_main(work, connection, threads: int, scratch: str) -> None:
     here (temporary folders removed) and ends the process quietly. An idle worker whose pipe closed ends at once:
     the interpreter's teardown of torch and NeMo takes seconds the parent would wait, and what it would clean up is
     in `scratch`, the pool's temporary folder."""
-    from exporters.interrupts import raise_interrupt
+    from exporters.interrupts import raise_interrupt, was_interrupted
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, raise_interrupt)
@@ -526,6 +526,10 @@ def worker_main(work, connection, threads: int, scratch: str) -> None:
             connection.send(("record", record, peak_resident_bytes()))
     except (KeyboardInterrupt, BrokenPipeError, EOFError):  # stopped by the parent, or it has gone
         return
+    except Exception:
+        if was_interrupted():  # a library stopped mid-operation (omegaconf inside NeMo) raises its own error instead
+            return
+        raise
 
 
 def single_process_progress_lock() -> None:
