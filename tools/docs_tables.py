@@ -304,6 +304,7 @@ def corpus_table(run: dict) -> str | None:
         return None
     by_runner = {b["extra_info"]["runner"]: b["extra_info"] | {"wall": b["stats"]["mean"]} for b in chosen}
     one = by_runner.get("jobs 1")
+
     def runner_row(label: str, extra: dict) -> list:
         rate = extra["steady_rate"]
         speed = f"{rate / one['steady_rate']:.2f}×" if one and extra["model"] == one["model"] and rate else "–"

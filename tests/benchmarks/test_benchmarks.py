@@ -189,8 +189,9 @@ def streaming_setup(subject, backend: str, chunk_seconds: float):
 def test_streaming_by_chunk(benchmark, record_run, host, backend, streamed_minute, chunk_seconds):
     """Coverage: a minute of held-out sentences streamed in 20 ms pushes through the fp32 packages (decode-step
     path), 2 s right context and 10 s left (less where the 15 s window needs it): compute time (the benchmark), and
-    in extra_info the WER against the true text, word differences from NeMo transcribe() offline on the whole file, and emission latency (audio time from a
-    word's end to the final event holding it, and to the first event showing it)."""
+    in extra_info the WER against the true text, word differences from NeMo transcribe() offline on the whole file,
+    and emission latency (audio time from a word's end to the final event holding it, and to the first event
+    showing it)."""
     import jiwer
 
     from exporters.decoding.streaming import emission_latency, stream_file
@@ -452,7 +453,7 @@ def test_opening_an_export_checks_every_checksum(benchmark, host, precision, sou
     metadata = benchmark.pedantic(read_metadata, args=(packages,), rounds=3, warmup_rounds=1)
     assert {entry["file"] for entry in metadata["packages"].values()} == {p.name for p in packages.glob("*.mlpackage")}
     benchmark.extra_info.update({"model": source, "precision": precision, "backend": "none", "host": host,
-                                 "export_bytes": sum(f.stat().st_size for f in packages.rglob("*") if f.is_file())})
+                                 "export_bytes": package_bytes(packages)})
 
 
 @pytest.mark.parametrize("layout", ["chunked", "back_to_back"])
